@@ -1,0 +1,1 @@
+"""Baselines with the same ``fit(screen, split)`` / ``predict(labels, n_cells)`` interface as LCD."""

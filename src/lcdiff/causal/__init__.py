@@ -1,0 +1,1 @@
+"""lcdiff.causal"""

@@ -1,0 +1,5 @@
+import sys
+
+from lcdiff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""Data layer: labels, normalization, the prepared-screen contract, preprocessing, splits,
+loaders, simulators and embedded datasets."""

@@ -1,0 +1,1 @@
+"""Datasets: the embedded default screen, bundled real data, and loaders for raw layouts."""

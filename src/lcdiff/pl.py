@@ -1,0 +1,1 @@
+"""Plots (matplotlib). Functions take the object to draw first and return a ``Figure``."""

@@ -1,0 +1,3 @@
+"""Preprocessing: ``validate``, ``prepare``, ``split`` and ``assign_perturbations``."""
+
+# Each helper module adds its public names here.

@@ -1,0 +1,1 @@
+"""Tools that act on a fitted model: CLIPR and its downstream analyses."""
