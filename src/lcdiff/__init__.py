@@ -6,7 +6,7 @@ Usage follows scanpy's conventions::
     adata = lc.datasets.toy_screen()
     screen = lc.pp.prepare(adata, perturbation_key="perturbation", control="ctrl")
     model = lc.LCD(screen, preset="fast").fit()
-    pred = model.predict(["G01+G02"], n_cells=1000)
+    pred = model.predict(["G001+G002"], n_cells=1000)
     effects = lc.tl.clipr(model)
 
 Submodules are imported on first use, so ``import lcdiff`` stays fast and does not import JAX.
@@ -30,6 +30,7 @@ _SUBMODULES = {
     "baselines",  # simple reference models
     "errors",
     "report",
+    "demo",  # the end-to-end demo behind `lcdiff demo`
 }
 
 if TYPE_CHECKING:  # pragma: no cover

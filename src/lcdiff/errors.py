@@ -104,3 +104,16 @@ class OutputExistsError(LcdiffError, FileExistsError):
 
 class DependencyError(LcdiffError, ImportError):
     """An optional dependency (a peer method) is not installed."""
+
+
+class InputNotFoundError(LcdiffError, FileNotFoundError):
+    """An input file or folder named on the command line (or passed by path) does not exist."""
+
+
+class OutputNotWritableError(LcdiffError, PermissionError):
+    """An output path cannot be created or written (no permission, parent is a file, ...)."""
+
+
+# --- evaluation ----------------------------------------------------------------------------
+class MetricInputError(LcdiffError, ValueError):
+    """Arrays given to a metric cannot be compared (shapes, labels, too few cells, NaN/inf)."""

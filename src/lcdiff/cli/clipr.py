@@ -1,0 +1,78 @@
+"""``lcdiff clipr``: the causal-effect matrix of a saved model, as a CSV file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lcdiff.cli import app, check_output
+
+
+def load_model(model_dir: Path):
+    """Load a saved model folder (typed errors for a missing or wrong path)."""
+    from lcdiff.cli.predict import load_model as load_saved_model
+
+    return load_saved_model(model_dir)
+
+
+def write_csv(frame, path: Path) -> Path:
+    """Write a DataFrame as CSV atomically (temporary file in the same folder, then replace)."""
+    from lcdiff.model.io import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, frame.to_csv().encode("utf-8"))
+    return path
+
+
+@app.command("clipr")
+def clipr_command(
+    model_dir: Path = typer.Argument(
+        ..., help="Model folder written by 'lcdiff fit'.", show_default=False
+    ),
+    out: Path = typer.Option(
+        ..., "-o", "--out", help="Output CSV (rows = source gene, columns = target gene).",
+        show_default=False,
+    ),
+    method: str = typer.Option(
+        "paper", "--method", help="'paper' (fixed points + drift, the published estimator) or "
+        "'moments' (directed estimator from stationary moments)."
+    ),
+    tikhonov: float = typer.Option(1e-2, "--tikhonov", min=0.0, help="Ridge of the paper solve."),
+    solver: str = typer.Option("tikhonov", "--solver", help="'tikhonov', 'pinv' or 'tsvd'."),
+    tsvd: float | None = typer.Option(
+        None, "--tsvd", help="Fraction of singular values for 'tsvd'."
+    ),
+    moments_from: str = typer.Option(
+        "score", "--moments-from", help="Moments method: 'score' (fixed points + score "
+        "Jacobian) or 'samples' (stationary samples)."
+    ),
+    n_cells: int = typer.Option(
+        2000, "--n-cells", min=2, help="Samples per condition for --moments-from samples."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed of the moments method."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Compute CLIPR causal effects of a saved model and write them as a gene × gene CSV.
+
+    Entry (i, j) is the direct effect of gene i (row, source) on gene j (column, target).
+    """
+    from lcdiff.causal.clipr import METHODS, SOLVERS, CliprError, clipr
+    from lcdiff.errors import DataFormatError
+
+    if method not in METHODS:
+        raise CliprError(f"--method must be one of {METHODS}; got {method!r}.")
+    if solver not in SOLVERS:
+        raise CliprError(f"--solver must be one of {SOLVERS}; got {solver!r}.")
+    if out.suffix.lower() != ".csv":
+        raise DataFormatError(f"Output {str(out)!r} must be a .csv file, e.g. 'effects.csv'.")
+    check_output(out, force)
+    model = load_model(model_dir)
+    effects = clipr(
+        model, method=method, tikhonov=tikhonov, solver=solver, tsvd=tsvd,
+        moments_from=moments_from, n_cells=n_cells, seed=seed,
+    )
+    write_csv(effects, out)
+    typer.echo(
+        f"Wrote the {effects.shape[0]} × {effects.shape[1]} CLIPR matrix ({method}) to {out}."
+    )

@@ -1,0 +1,197 @@
+"""Files of the model: atomic writes, pytrees ↔ ``.npz``, saved models and checkpoints.
+
+A saved model is a folder with two files:
+
+- ``arrays.npz``: every array (parameters, standardizer, noise parameters), keys are tree paths;
+- ``lcd.json``: ``format`` (``"lcdiff.LCD"``), ``format_version``, the lcdiff version, the
+  configuration and metadata, and the SHA-256 of ``arrays.npz``.
+
+The arrays are written first and the JSON last, each atomically (temporary file in the same
+folder, then ``os.replace``), so a folder either holds a complete model or is refused on load.
+Checkpoints are single ``.npz`` files holding the training state plus a JSON metadata string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from lcdiff.errors import ModelFileError
+
+MODEL_FORMAT = "lcdiff.LCD"
+MODEL_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 1
+MODEL_JSON = "lcd.json"
+MODEL_ARRAYS = "arrays.npz"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed ``.npz`` archive of ``arrays`` as bytes."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file; raises :class:`ModelFileError` if unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise ModelFileError(
+            f"Cannot read the {what} at {path}: {exc}. The file is corrupt or incomplete; "
+            "re-save the model (or delete the checkpoint folder to start training afresh)."
+        ) from exc
+
+
+def _key_name(entry) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)  # pragma: no cover
+
+
+def flatten_tree(tree, prefix: str) -> dict[str, np.ndarray]:
+    """``{prefix/path/to/leaf: array}`` for every leaf of a pytree."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        "/".join([prefix, *(_key_name(e) for e in path)]): np.asarray(leaf) for path, leaf in leaves
+    }
+
+
+def unflatten_tree(template, arrays: dict[str, np.ndarray], prefix: str, what: str):
+    """Rebuild a pytree shaped like ``template`` from :func:`flatten_tree` output.
+
+    Raises
+    ------
+    ModelFileError
+        If a leaf is missing or has a different shape or dtype than the template's.
+    """
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, ref in paths:
+        name = "/".join([prefix, *(_key_name(e) for e in path)])
+        if name not in arrays:
+            raise ModelFileError(
+                f"The {what} lacks the array {name!r}; it was written by an incompatible version "
+                "or configuration."
+            )
+        value = arrays[name]
+        ref_shape, ref_dtype = tuple(ref.shape), np.dtype(ref.dtype)
+        if value.shape != ref_shape or value.dtype != ref_dtype:
+            raise ModelFileError(
+                f"The {what} has {name!r} with shape {value.shape} and dtype {value.dtype}, "
+                f"expected {ref_shape} and {ref_dtype}; it belongs to another configuration."
+            )
+        leaves.append(value)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# saved models
+# --------------------------------------------------------------------------------------------
+def write_model(folder: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write a model folder (arrays first, then the JSON that names their checksum)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ModelFileError(f"Cannot save the model to {folder}: it exists and is not a folder.")
+    payload = npz_bytes(arrays)
+    record = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        **meta,
+        "arrays_sha256": sha256(payload),
+    }
+    atomic_write_bytes(folder / MODEL_ARRAYS, payload)
+    atomic_write_bytes(folder / MODEL_JSON, json.dumps(record, indent=2).encode())
+
+
+def read_model(folder: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and verify a model folder; returns (metadata, arrays).
+
+    Raises
+    ------
+    ModelFileError
+        If a file is missing, unreadable, of another format or version, or the arrays do not
+        match the checksum recorded in the JSON.
+    """
+    folder = Path(folder)
+    json_path, arrays_path = folder / MODEL_JSON, folder / MODEL_ARRAYS
+    if not json_path.is_file() or not arrays_path.is_file():
+        raise ModelFileError(
+            f"{folder} is not a saved LCD model (expected {MODEL_JSON} and {MODEL_ARRAYS}); "
+            "save one with model.save(folder)."
+        )
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"Cannot read {json_path}: {exc}; the file is corrupt.") from exc
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{json_path} does not describe an lcdiff LCD model.")
+    version = meta.get("format_version")
+    if version != MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{folder} holds an LCD model in format version {version}; this lcdiff reads "
+            f"version {MODEL_FORMAT_VERSION}. Use the lcdiff version that wrote it "
+            f"({meta.get('lcdiff_version', 'unknown')}) or refit."
+        )
+    payload = arrays_path.read_bytes()
+    if sha256(payload) != meta.get("arrays_sha256"):
+        raise ModelFileError(
+            f"{arrays_path} does not match the checksum in {json_path}: the model files are "
+            "corrupt or from different saves. Save the model again."
+        )
+    return meta, read_npz(arrays_path, "saved model")
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+def write_checkpoint(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write a checkpoint ``.npz`` (metadata stored as a JSON string array)."""
+    record = {"checkpoint_format_version": CHECKPOINT_FORMAT_VERSION, **meta}
+    arrays = {**arrays, "__meta__": np.array(json.dumps(record))}
+    atomic_write_bytes(path, npz_bytes(arrays))
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a checkpoint written by :func:`write_checkpoint`; returns (metadata, arrays)."""
+    arrays = read_npz(path, "checkpoint")
+    if "__meta__" not in arrays:
+        raise ModelFileError(f"{path} is not an lcdiff checkpoint (no metadata record).")
+    meta = json.loads(str(arrays.pop("__meta__")))
+    if meta.get("checkpoint_format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} is a checkpoint of format version {meta.get('checkpoint_format_version')}; "
+            f"this lcdiff reads version {CHECKPOINT_FORMAT_VERSION}. Delete it or use resume=False."
+        )
+    return meta, arrays

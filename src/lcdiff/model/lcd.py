@@ -1,0 +1,779 @@
+"""The user-facing LCD model: fit on a prepared screen, predict any perturbation combination.
+
+Pipeline of :meth:`LCD.fit` (reference ``lcd-model.md``):
+
+1. stage A (:mod:`lcdiff.model.noise`): one ZIP generator per training condition, fitted to the
+   raw counts; then ``n_states`` latent states drawn from each;
+2. standardization (:mod:`lcdiff.model.standardize`): control mean, pooled std;
+3. stage B (:mod:`lcdiff.model.dsm`, :mod:`lcdiff.model.score`): one score network for all
+   conditions, trained by denoising score matching.
+
+:meth:`LCD.predict` runs annealed Langevin dynamics (:mod:`lcdiff.model.sampler`), undoes the
+standardization and decodes counts with the noise model. With ``noise_model=None`` stage A is
+skipped and the score model trains on ``screen.X`` directly (for ``lc.simulate.linear_sde``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from lcdiff.data.labels import canonical_label, parse_label
+from lcdiff.data.normalize import dense, log1p_cp10k
+from lcdiff.data.screen import (
+    condition_mask,
+    conditions,
+    control_label,
+    screen_info,
+    target_indices,
+)
+from lcdiff.errors import (
+    ConfigError,
+    ControlNotFoundError,
+    InvalidCountsError,
+    MissingColumnError,
+    ModelError,
+    ModelFileError,
+    NotFittedError,
+    UnknownPerturbationError,
+)
+from lcdiff.model import io as model_io
+from lcdiff.model.config import LCDConfig, make_config
+from lcdiff.model.dsm import make_score_step, score_optimizer
+from lcdiff.model.noise import decode as zip_decode
+from lcdiff.model.noise import (
+    init_noise_state,
+    make_noise_step,
+    mc_log_marginal,
+    sample_all_states,
+    unit_scaling,
+)
+from lcdiff.model.sampler import annealed_langevin
+from lcdiff.model.score import (
+    condition_injections,
+    init_score_params,
+    level_embeddings,
+    noise_levels,
+    score_from_parts,
+)
+from lcdiff.model.standardize import Standardizer
+from lcdiff.model.train import StepCallback, run_stage
+
+STAGE_A = "A (noise model)"
+STAGE_B = "B (score model)"
+CHECKPOINT_A = "stage_a.npz"
+CHECKPOINT_B = "stage_b.npz"
+
+
+def _version() -> str:
+    from lcdiff import __version__
+
+    return __version__
+
+
+def _label_key(seed: int, label: str) -> jax.Array:
+    """PRNG key of one label: independent of the other labels queried with it."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(label.encode()) & 0x7FFFFFFF)
+
+
+@jax.jit
+def _drift_batch(params, seen, targets, z, sigma, temb):
+    inject = condition_injections(params, seen, targets)[:, None]
+    return score_from_parts(params, z, sigma, temb, inject)
+
+
+class LCD:
+    """Latent causal diffusion fitted on every condition of a prepared screen.
+
+    Parameters
+    ----------
+    screen
+        A prepared screen (``lc.pp.prepare``): counts in ``layers["counts"]``, canonical labels in
+        ``obs["perturbation"]`` and the control label in ``uns["lcdiff"]["control"]``. To hold
+        conditions out, pass the subset of cells with the training labels. With
+        ``noise_model=None`` the screen needs no counts layer and ``X`` is used as the states.
+    preset
+        ``"fast"`` (default), ``"tiny"``, ``"paper"`` or a dataset variant of it (see
+        :mod:`lcdiff.model.config`).
+    seed
+        Seed of every random choice (initialization, batches, states, Langevin noise in fit).
+    **overrides
+        Any :class:`~lcdiff.model.config.LCDConfig` field.
+
+    Attributes
+    ----------
+    genes
+        Modelled genes (the screen's ``var_names``).
+    control
+        Control label.
+    train_labels
+        Conditions trained on (control first).
+    trained_targets
+        Genes perturbed in training, alone or in a combination (in gene order).
+    config
+        The :class:`~lcdiff.model.config.LCDConfig`.
+    is_fitted
+        Whether :meth:`fit` has run (or the model was loaded fitted).
+    state_mean, state_scale
+        ``[d]`` standardizer: latent state s = state_mean + state_scale · z.
+
+    Examples
+    --------
+    >>> model = lc.LCD(screen, preset="fast").fit()          # doctest: +SKIP
+    >>> pred = model.predict(["A+B"], n_cells=1000)           # doctest: +SKIP
+    """
+
+    def __init__(self, screen: AnnData, preset: str = "fast", seed: int = 0, **overrides):
+        if not isinstance(screen, AnnData):
+            raise ConfigError(
+                f"LCD expects a prepared AnnData screen, got {type(screen).__name__}; run "
+                "lc.pp.prepare(adata, ...) first."
+            )
+        if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+            raise ConfigError(f"seed must be an integer, got {seed!r}.")
+        self.config: LCDConfig = make_config(preset, **overrides)
+        self.seed = int(seed)
+        screen_info(screen)
+        self.control: str = control_label(screen)
+        self.genes: list[str] = [str(g) for g in screen.var_names]
+        labels = conditions(screen)
+        if not labels or labels[0] != self.control:
+            raise ControlNotFoundError(
+                f"The screen has no control cells (label {self.control!r}); LCD standardizes "
+                "the latent states by the control, so keep the control cells in the training "
+                "screen."
+            )
+        self.train_labels: list[str] = labels
+        self._targets = self._target_masks(labels)
+        trained = self._targets.any(axis=0)
+        self.trained_targets: list[str] = [g for g, t in zip(self.genes, trained, strict=True) if t]
+        self._cells = self._training_cells(screen, labels)
+        self.is_fitted = False
+        self._noise: dict | None = None
+        self._score_params: dict | None = None
+        self._standardizer: Standardizer | None = None
+        self._step_callback: StepCallback | None = None
+        self.training_losses: dict[str, list[float]] = {}
+
+    # ----------------------------------------------------------------------------------------
+    # set-up helpers
+    # ----------------------------------------------------------------------------------------
+    def _target_masks(self, labels: Sequence[str]) -> np.ndarray:
+        masks = np.zeros((len(labels), len(self.genes)), np.float32)
+        for i, label in enumerate(labels):
+            masks[i, target_indices(self.genes, label, self.control)] = 1.0
+        return masks
+
+    def _training_cells(self, screen: AnnData, labels: list[str]) -> list[np.ndarray]:
+        if self.config.noise_model is None:
+            matrix, what = screen.X, "X"
+        else:
+            if "counts" not in screen.layers:
+                raise MissingColumnError(
+                    "The screen has no layers['counts'] (raw counts) for the noise model; "
+                    "prepare it with lc.pp.prepare, or pass noise_model=None to train on X."
+                )
+            matrix, what = screen.layers["counts"], "layers['counts']"
+        cells = []
+        for label in labels:
+            x = dense(matrix[condition_mask(screen, label)]).astype(np.float32)
+            if not np.isfinite(x).all():
+                raise InvalidCountsError(
+                    f"{what} of condition {label!r} contains NaN or infinite values; remove or "
+                    "fix those cells before fitting."
+                )
+            if self.config.noise_model is not None and (x < 0).any():
+                raise InvalidCountsError(
+                    f"layers['counts'] of condition {label!r} has negative values; the noise "
+                    "model needs raw UMI counts."
+                )
+            cells.append(x)
+        if self.config.noise_model is not None and cells[0].shape[0] < 2:
+            raise ControlNotFoundError(
+                "The noise model needs at least 2 control cells to compute the unit scaling."
+            )
+        return cells
+
+    def _data_fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps([self.genes, self.train_labels, self.control]).encode())
+        for x in self._cells:
+            digest.update(np.ascontiguousarray(x).tobytes())
+        return digest.hexdigest()
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("This LCD model is not fitted yet; call model.fit() first.")
+
+    @property
+    def state_mean(self) -> np.ndarray:
+        self._require_fitted()
+        return self._standardizer.mean
+
+    @property
+    def state_scale(self) -> np.ndarray:
+        self._require_fitted()
+        return self._standardizer.scale
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """Noise levels, descending (index 0 = largest σ)."""
+        c = self.config
+        return noise_levels(c.sigma_min, c.sigma_max, c.n_levels)
+
+    @property
+    def _seen(self) -> np.ndarray:
+        return np.isin(self.genes, self.trained_targets)
+
+    def __repr__(self) -> str:
+        status = "fitted" if self.is_fitted else "not fitted"
+        return (
+            f"LCD(preset={self.config.preset!r}, genes={len(self.genes)}, "
+            f"conditions={len(self.train_labels)}, noise_model={self.config.noise_model!r}, "
+            f"{status})"
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # fit
+    # ----------------------------------------------------------------------------------------
+    def fit(
+        self,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = True,
+    ) -> LCD:
+        """Train stage A (unless ``noise_model=None``) and stage B.
+
+        Parameters
+        ----------
+        progress
+            Show a progress bar per stage (loss and steps per second).
+        checkpoint_dir
+            Folder for checkpoints, written atomically every ``checkpoint_every`` steps and at
+            the end of each stage.
+        resume
+            Continue from the checkpoints in ``checkpoint_dir`` if present (they must come from
+            the same data, configuration and seed); ``False`` starts afresh and overwrites them.
+
+        Returns
+        -------
+        ``self``, fitted.
+
+        Raises
+        ------
+        TrainingDivergedError
+            If a loss becomes non-finite (the message names the stage and step).
+        ModelFileError
+            If a checkpoint is corrupt or was written for other data, configuration or seed.
+        """
+        if self._cells is None:
+            raise ModelError(
+                "This model was loaded from disk and carries no training data; build a new "
+                "LCD(screen, ...) to fit again."
+            )
+        c = self.config
+        folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        fingerprint = {
+            "config": c.training_fingerprint(),
+            "seed": self.seed,
+            "data": self._data_fingerprint(),
+        }
+        key = jax.random.PRNGKey(self.seed)
+        k_noise, k_states, k_score = jax.random.split(key, 3)
+
+        if c.noise_model is None:
+            states = self._cells
+            self._noise = None
+        else:
+            self._noise = self._fit_noise(k_noise, folder, resume, fingerprint, progress)
+            states = sample_all_states(self._noise["gen"], k_states, c.n_states, c.generator_hidden)
+        self._standardizer = Standardizer.fit(states, control_index=0)
+        sizes = np.array([len(s) for s in states], np.int32)
+        padded = np.zeros((len(states), sizes.max(), len(self.genes)), np.float32)
+        for i, s in enumerate(states):
+            padded[i, : len(s)] = self._standardizer.transform(s)
+        self._score_params = self._fit_score(
+            k_score, padded, sizes, folder, resume, fingerprint, progress
+        )
+        self.is_fitted = True
+        return self
+
+    def _load_checkpoint(
+        self, path: Path, stage: str, template: dict, fingerprint: dict, key: jax.Array
+    ) -> dict | None:
+        if not path.is_file():
+            return None
+        meta, arrays = model_io.read_checkpoint(path)
+        if meta.get("stage") != stage or meta.get("fingerprint") != fingerprint:
+            raise ModelFileError(
+                f"The checkpoint {path} was written for other data, configuration or seed "
+                f"(stage {meta.get('stage')!r}); fit with resume=False to overwrite it or use "
+                "another checkpoint_dir."
+            )
+        if not np.array_equal(arrays.get("key"), np.asarray(key)):
+            raise ModelFileError(f"The checkpoint {path} holds a different PRNG key; refit.")
+        return model_io.unflatten_tree(template, arrays, "state", f"checkpoint {path}")
+
+    def _saver(self, path: Path | None, stage: str, fingerprint: dict, key: jax.Array):
+        if path is None:
+            return None
+
+        def save(state: dict) -> None:
+            arrays = model_io.flatten_tree(state, "state")
+            arrays["key"] = np.asarray(key)
+            meta = {
+                "stage": stage,
+                "step": int(state["step"]),
+                "fingerprint": fingerprint,
+                "lcdiff_version": _version(),
+            }
+            model_io.write_checkpoint(path, meta, arrays)
+
+        return save
+
+    def _fit_noise(self, key, folder, resume, fingerprint, progress) -> dict:
+        c = self.config
+        d = len(self.genes)
+        unit_scale = (
+            unit_scaling(self._cells[0], c.min_unit_scaling)
+            if c.unit_scaling
+            else np.ones(d, np.float32)
+        )
+        k_init, k_steps = jax.random.split(key)
+        path = folder / CHECKPOINT_A if folder is not None else None
+        state = None
+        if path is not None and resume:
+            template = jax.eval_shape(lambda: init_noise_state(k_init, len(self._cells), d, c))
+            state = self._load_checkpoint(path, STAGE_A, template, fingerprint, k_steps)
+        if state is None:
+            state = init_noise_state(k_init, len(self._cells), d, c)
+        sizes = np.array([len(x) for x in self._cells], np.int32)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
+        data = (
+            jnp.asarray(np.concatenate(self._cells)),
+            jnp.asarray(offsets),
+            jnp.asarray(sizes),
+            jnp.asarray(unit_scale),
+        )
+        step = make_noise_step(c)
+        state, losses = run_stage(
+            STAGE_A,
+            step,
+            state,
+            data,
+            k_steps,
+            c.noise_steps,
+            save_checkpoint=self._saver(path, STAGE_A, fingerprint, k_steps),
+            checkpoint_every=c.checkpoint_every,
+            progress=progress,
+            progress_every=c.progress_every,
+            description="LCD stage A (noise model)",
+            callback=self._step_callback,
+        )
+        self.training_losses["noise"] = losses
+        return {
+            "gen": jax.tree.map(np.asarray, state["gen"]),
+            "logit_pi": np.asarray(state["logit_pi"]),
+            "unit_scale": np.asarray(unit_scale, np.float32),
+        }
+
+    def _fit_score(self, key, padded, sizes, folder, resume, fingerprint, progress) -> dict:
+        c = self.config
+        d = len(self.genes)
+        k_init, k_steps = jax.random.split(key)
+        optimizer = score_optimizer(c)
+
+        def fresh():
+            params = init_score_params(k_init, d, c.score_hidden, c.embed_dim, c.score_layers)
+            return {
+                "params": params,
+                "opt": optimizer.init(params),
+                "step": jnp.zeros((), jnp.int32),
+            }
+
+        path = folder / CHECKPOINT_B if folder is not None else None
+        state = None
+        if path is not None and resume:
+            state = self._load_checkpoint(
+                path, STAGE_B, jax.eval_shape(fresh), fingerprint, k_steps
+            )
+        if state is None:
+            state = fresh()
+        data = (
+            jnp.asarray(padded),
+            jnp.asarray(sizes),
+            jnp.asarray(self._targets),
+            jnp.asarray(self._seen),
+            jnp.asarray(self.sigmas),
+        )
+        step = make_score_step(c)
+        state, losses = run_stage(
+            STAGE_B,
+            step,
+            state,
+            data,
+            k_steps,
+            c.score_steps,
+            save_checkpoint=self._saver(path, STAGE_B, fingerprint, k_steps),
+            checkpoint_every=c.checkpoint_every,
+            progress=progress,
+            progress_every=c.progress_every,
+            description="LCD stage B (score model)",
+            callback=self._step_callback,
+        )
+        self.training_losses["score"] = losses
+        return jax.tree.map(np.asarray, state["params"])
+
+    # ----------------------------------------------------------------------------------------
+    # queries
+    # ----------------------------------------------------------------------------------------
+    def _query(self, labels) -> tuple[list[str], np.ndarray]:
+        """Canonical labels and their ``[k, d]`` target masks; warns about untrained genes."""
+        if isinstance(labels, str):
+            labels = [labels]
+        labels = [canonical_label(lab, self.control) for lab in labels]
+        masks = self._target_masks(labels)
+        trained = set(self.trained_targets)
+        unseen = sorted({g for lab in labels for g in parse_label(lab, self.control)} - trained)
+        if unseen:
+            warnings.warn(
+                f"Genes {unseen} were never perturbed in training; their perturbation embedding "
+                "is the mean of the trained genes' embeddings (an 'average perturbation'), so "
+                "treat these predictions with care.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return labels, masks
+
+    def sample_states(
+        self, labels, n_cells: int = 1000, seed: int = 0, standardized: bool = False
+    ) -> np.ndarray:
+        """Latent states of each label by annealed Langevin dynamics.
+
+        Parameters
+        ----------
+        labels
+            A label or a list of labels (seen or unseen combinations of modelled genes).
+        n_cells
+            Chains (cells) per label.
+        seed
+            Seed; a label's samples depend only on (seed, label).
+        standardized
+            Return z (the SDE space) instead of s = state_mean + state_scale · z.
+
+        Returns
+        -------
+        ``[k, n_cells, d]`` float32.
+        """
+        self._require_fitted()
+        if not isinstance(n_cells, int | np.integer) or n_cells < 1:
+            raise ConfigError(f"n_cells must be a positive integer, got {n_cells!r}.")
+        labels, masks = self._query(labels)
+        z = self._langevin(labels, masks, int(n_cells), int(seed))
+        return z if standardized else self._standardizer.inverse(z)
+
+    def _langevin(self, labels, masks, n_cells, seed, z0=None, probability_flow=False):
+        c = self.config
+        keys = jnp.stack([_label_key(seed, lab) for lab in labels]) if labels else None
+        return annealed_langevin(
+            self._score_params,
+            self._seen,
+            masks,
+            self.sigmas,
+            c.anneal_dt,
+            c.anneal_steps,
+            keys,
+            n_cells,
+            z0=z0,
+            probability_flow=probability_flow,
+            chunk_size=c.condition_chunk_size,
+        )
+
+    def predict(self, labels, n_cells: int = 1000, seed: int = 0) -> AnnData:
+        """Predicted cells of each label.
+
+        Parameters
+        ----------
+        labels
+            A label or list of labels (``"A"``, ``"A+B"``, any size; the control label).
+        n_cells
+            Cells per label.
+        seed
+            Seed; the same seed gives the same prediction.
+
+        Returns
+        -------
+        AnnData with ``n_cells`` cells per label: ``obs["perturbation"]``, ``var_names`` = genes,
+        ``layers["counts"]`` (ZIP-decoded counts), ``X`` = log1p counts per 10k,
+        ``obsm["lcd_state"]`` (standardized latent states), ``uns["lcdiff"]`` describing them.
+        With ``noise_model=None``: ``X`` = the states in the screen's ``X`` space, no counts.
+
+        Raises
+        ------
+        UnknownPerturbationError
+            If a label names a gene that is not modelled.
+        """
+        queried = [labels] if isinstance(labels, str) else list(labels)
+        z = self.sample_states(queried, n_cells=n_cells, seed=seed, standardized=True)
+        labels = [canonical_label(lab, self.control) for lab in queried]
+        states = self._standardizer.inverse(z)
+        k, n, d = z.shape
+        obs = pd.DataFrame(
+            {"perturbation": pd.Categorical(np.repeat(labels, n))},
+            index=[f"{lab}-{i}" for lab in labels for i in range(n)],
+        )
+        obs.index = pd.Index(_unique(obs.index))
+        var = pd.DataFrame(index=pd.Index(self.genes))
+        info = {
+            "kind": "prediction",
+            "model": "LCD",
+            "method": "lcd",
+            "version": _version(),
+            "preset": self.config.preset,
+            "seed": int(seed),
+            "n_cells": int(n),
+            "control": self.control,
+            "perturbation_key": "perturbation",
+        }
+        if self._noise is None:
+            x = states.reshape(k * n, d)
+            info["layers"] = {
+                "X": "sampled latent states (the training screen's X space)",
+                "obsm/lcd_state": "standardized latent states z (SDE space)",
+            }
+            adata = AnnData(X=x, obs=obs, var=var)
+        else:
+            counts = (
+                np.concatenate(
+                    [
+                        zip_decode(
+                            states[i],
+                            self._noise["unit_scale"],
+                            self._noise["logit_pi"],
+                            np.random.default_rng([int(seed), zlib.crc32(lab.encode())]),
+                        )
+                        for i, lab in enumerate(labels)
+                    ]
+                )
+                if k
+                else np.zeros((0, d), np.float32)
+            )
+            info["layers"] = {
+                "X": "log1p of counts per 10k (library size over the modelled genes)",
+                "counts": "counts decoded from the latent states by the zero-inflated Poisson "
+                "noise model",
+                "obsm/lcd_state": "standardized latent states z (SDE space)",
+            }
+            adata = AnnData(X=log1p_cp10k(counts), obs=obs, var=var)
+            adata.layers["counts"] = counts
+        adata.obsm["lcd_state"] = z.reshape(k * n, d)
+        adata.uns["lcdiff"] = info
+        return adata
+
+    def drift(self, z, labels, level: int = -1) -> np.ndarray:
+        """Score (drift of the Langevin SDE) at noise level ``level`` in standardized space.
+
+        Parameters
+        ----------
+        z
+            ``[k, n, d]`` standardized states (``[n, d]`` is broadcast to every label).
+        labels
+            A label or ``k`` labels.
+        level
+            Noise-level index (0 = largest σ; default −1 = σ_min, the biological model).
+
+        Returns
+        -------
+        ``[k, n, d]`` float32.
+        """
+        self._require_fitted()
+        labels, masks = self._query(labels)
+        n_levels = self.config.n_levels
+        if not -n_levels <= level < n_levels:
+            raise ConfigError(f"level must lie in [-{n_levels}, {n_levels - 1}], got {level}.")
+        level = level % n_levels
+        z = np.asarray(z, np.float32)
+        if z.ndim == 2:
+            z = np.broadcast_to(z, (len(labels), *z.shape))
+        if z.ndim != 3 or z.shape[0] != len(labels) or z.shape[2] != len(self.genes):
+            raise ConfigError(
+                f"z must have shape [k={len(labels)}, n, d={len(self.genes)}], got {z.shape}."
+            )
+        temb = level_embeddings(self._score_params, n_levels)[level]
+        return np.asarray(
+            _drift_batch(
+                self._score_params,
+                jnp.asarray(self._seen),
+                jnp.asarray(masks),
+                jnp.asarray(z),
+                jnp.float32(self.sigmas[level]),
+                temb,
+            )
+        )
+
+    def fixed_points(self, labels, z0=None) -> np.ndarray:
+        """Deterministic (probability-flow) annealed run of one chain per label.
+
+        Parameters
+        ----------
+        labels
+            A label or ``k`` labels.
+        z0
+            Start in standardized space, ``[d]`` or ``[k, d]``; default 0 (the control mean).
+
+        Returns
+        -------
+        ``[k, d]`` endpoints in standardized space.
+        """
+        self._require_fitted()
+        labels, masks = self._query(labels)
+        d = len(self.genes)
+        start = np.zeros((d,), np.float32) if z0 is None else np.asarray(z0, np.float32)
+        if start.shape not in ((d,), (len(labels), d)):
+            raise ConfigError(f"z0 must have shape [d] or [k, d] with d={d}, got {start.shape}.")
+        start = np.broadcast_to(start, (len(labels), d))[:, None, :]
+        z = self._langevin(labels, masks, 1, 0, z0=start, probability_flow=True)
+        return z[:, 0, :]
+
+    def noise_log_likelihood(
+        self, counts, label: str, n_samples: int = 1000, seed: int = 0
+    ) -> np.ndarray:
+        """Monte-Carlo log-likelihood of each cell's counts under a trained condition's generator.
+
+        log p(x) ≈ logmeanexp_k log ZIP(x | s^(k)), s^(k) ~ G_label, k = 1 … ``n_samples``.
+
+        Parameters
+        ----------
+        counts
+            ``[n, d]`` raw counts (dense or sparse) over the model's genes.
+        label
+            A training condition (it must have its own generator).
+        n_samples, seed
+            Monte-Carlo samples and their seed.
+
+        Returns
+        -------
+        ``[n]`` float32 log-likelihoods (nats).
+        """
+        self._require_fitted()
+        if self._noise is None:
+            raise ModelError("This model has no noise model (noise_model=None).")
+        label = canonical_label(label, self.control)
+        if label not in self.train_labels:
+            raise UnknownPerturbationError(
+                f"{label!r} is not a training condition; the noise model has generators only for "
+                f"{self.train_labels[:10]}{' ...' if len(self.train_labels) > 10 else ''}."
+            )
+        x = dense(counts).astype(np.float32)
+        if x.ndim != 2 or x.shape[1] != len(self.genes):
+            raise ConfigError(
+                f"counts must have shape [n, {len(self.genes)}] (the model's genes), got {x.shape}."
+            )
+        e = self.train_labels.index(label)
+        gen = jax.tree.map(lambda p: p[e], self._noise["gen"])
+        return mc_log_marginal(
+            gen,
+            self._noise["logit_pi"],
+            self._noise["unit_scale"],
+            x,
+            jax.random.PRNGKey(seed),
+            int(n_samples),
+            self.config.generator_hidden,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # save / load
+    # ----------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the fitted model to folder ``path`` (``lcd.json`` + ``arrays.npz``, atomic)."""
+        self._require_fitted()
+        arrays = model_io.flatten_tree(self._score_params, "score")
+        arrays["standardizer/mean"] = self._standardizer.mean
+        arrays["standardizer/scale"] = self._standardizer.scale
+        arrays["targets"] = self._targets
+        if self._noise is not None:
+            arrays.update(model_io.flatten_tree(self._noise, "noise"))
+        meta = {
+            "lcdiff_version": _version(),
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "genes": self.genes,
+            "control": self.control,
+            "train_labels": self.train_labels,
+            "trained_targets": self.trained_targets,
+        }
+        model_io.write_model(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LCD:
+        """Load a model saved with :meth:`save`.
+
+        Raises
+        ------
+        ModelFileError
+            If the folder is missing, corrupt, or of an incompatible format version.
+        """
+        meta, arrays = model_io.read_model(path)
+        try:
+            config = LCDConfig.from_dict(meta["config"])
+            model = cls.__new__(cls)
+            model.config = config
+            model.seed = int(meta["seed"])
+            model.genes = [str(g) for g in meta["genes"]]
+            model.control = str(meta["control"])
+            model.train_labels = [str(x) for x in meta["train_labels"]]
+            model.trained_targets = [str(x) for x in meta["trained_targets"]]
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise ModelFileError(f"The model record in {path} is incomplete: {exc}.") from exc
+        d, m = len(model.genes), len(model.train_labels)
+        c = config
+        template = jax.eval_shape(
+            lambda: init_score_params(
+                jax.random.PRNGKey(0), d, c.score_hidden, c.embed_dim, c.score_layers
+            )
+        )
+        model._score_params = model_io.unflatten_tree(template, arrays, "score", "saved model")
+        try:
+            model._standardizer = Standardizer(
+                arrays["standardizer/mean"], arrays["standardizer/scale"]
+            )
+            model._targets = arrays["targets"]
+        except KeyError as exc:
+            raise ModelFileError(f"The saved model in {path} lacks {exc}.") from exc
+        if c.noise_model is None:
+            model._noise = None
+        else:
+            gen = jax.eval_shape(lambda: init_noise_state(jax.random.PRNGKey(0), m, d, c))["gen"]
+            template = {
+                "gen": gen,
+                "logit_pi": jax.ShapeDtypeStruct((d,), jnp.float32),
+                "unit_scale": jax.ShapeDtypeStruct((d,), jnp.float32),
+            }
+            model._noise = model_io.unflatten_tree(template, arrays, "noise", "saved model")
+        model._cells = None
+        model.is_fitted = True
+        model._step_callback = None
+        model.training_losses = {}
+        return model
+
+
+def _unique(names) -> list[str]:
+    """Make names unique by suffixing repeats (labels may be queried twice)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}-dup{count}")
+    return out
