@@ -250,7 +250,8 @@ def markdown(records: list[dict], args, command: str, seconds: float) -> str:
         f"{frame['tikhonov'].iloc[0]:g} (paper value for this d), systems per cell = "
         f"{args.systems} (oracle rows), {args.lcd_systems} for the trained-LCD rows "
         f"(graphs: {args.lcd_graphs}; preset '{args.lcd_preset}', noise_model=None, "
-        f"{args.lcd_cells} samples per condition for the LCD moments). Total time "
+        f"{args.lcd_cells} samples per condition for the LCD sample-moments row, 0 = row "
+        f"skipped). Total time "
         f"{seconds / 60:.1f} min on {platform.machine()} CPU.",
         "",
         "Metrics (lc.eval.causal_metrics, off-diagonal entries, row = source): mean over "

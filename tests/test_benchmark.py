@@ -125,7 +125,9 @@ def test_additive_wins_on_additive_truth(result):
 def test_predictions_kept_and_splits_recorded(result, splits):
     pred = result.predictions[("1", "additive")]
     assert set(pred.obs["perturbation"].astype(str)) == set(splits[0].test)
-    assert pred.n_obs == 100 * len(splits[0].test)
+    # Up to 100 distinct control cells per condition (never duplicated; see sample_rows).
+    per_label = pred.obs["perturbation"].astype(str).value_counts()
+    assert per_label.nunique() == 1 and 0 < per_label.iloc[0] <= 100
     assert set(result.splits) == {"1", "2"}
     assert set(result.timings["method"]) >= {"additive", "broken"}
 

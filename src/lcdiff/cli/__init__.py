@@ -189,21 +189,10 @@ def check_output(path: str | Path, force: bool = False, marker: str | None = Non
 
 def write_h5ad(adata, path: str | Path) -> Path:
     """Write an AnnData to ``path`` atomically (temporary file in the same folder, then rename)."""
-    import os
-    import tempfile
+    from lcdiff._io import atomic_write_h5ad
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".h5ad")
-    os.close(fd)
-    try:
-        adata.write_h5ad(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_h5ad(adata, path)
 
 
 def replace_folder(tmp_dir: str | Path, path: str | Path) -> Path:

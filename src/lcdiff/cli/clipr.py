@@ -18,7 +18,7 @@ def load_model(model_dir: Path):
 
 def write_csv(frame, path: Path) -> Path:
     """Write a DataFrame as CSV atomically (temporary file in the same folder, then replace)."""
-    from lcdiff.model.io import atomic_write_bytes
+    from lcdiff._io import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, frame.to_csv().encode("utf-8"))

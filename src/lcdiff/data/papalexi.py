@@ -20,7 +20,6 @@ import functools
 import io
 import lzma
 import os
-import tempfile
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from lcdiff._io import atomic_write_bytes
 from lcdiff.data.assign import UNASSIGNED, assign_perturbations
 from lcdiff.data.labels import DEFAULT_CONTROL, parse_label
 from lcdiff.errors import DataFormatError, InputNotFoundError
@@ -223,14 +223,5 @@ def _write_bundle(source_h5ad: str | os.PathLike, out: str | os.PathLike) -> int
     np.savez(buffer, **arrays)
     packed = lzma.compress(buffer.getvalue(), preset=9 | lzma.PRESET_EXTREME)
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(packed)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; package data must be world-readable
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(out, packed)
     return len(packed)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from anndata import AnnData
 
+from lcdiff._io import atomic_write_text
 from lcdiff.data.labels import canonical_label, parse_label
 from lcdiff.data.screen import PERTURBATION_KEY, control_label
 from lcdiff.errors import SplitError
@@ -121,14 +121,7 @@ class Split:
     def save(self, path: str | os.PathLike) -> None:
         """Write the split as JSON (atomically: a temporary file, then a rename)."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Split:

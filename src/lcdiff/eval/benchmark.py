@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from lcdiff._io import atomic_output, atomic_write_text
 from lcdiff.data.labels import canonical_label
 from lcdiff.data.normalize import dense
 from lcdiff.data.screen import PERTURBATION_KEY, control_label, screen_info
@@ -126,22 +126,21 @@ class BenchmarkResult:
         out = Path(out)
         _check_out(out, force)
         out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "long.csv", self.long.to_csv(index=False))
-        _write_text(out / "summary.csv", self.summary.to_csv(index=False))
-        _write_text(out / "summary.md", "# Benchmark summary\n\n" + self.markdown())
-        _write_text(out / "failures.csv", self.failures.to_csv(index=False))
-        _write_text(out / "timings.csv", self.timings.to_csv(index=False))
-        _write_text(out / "config.json", json.dumps(self.config, indent=2, default=str))
-        _write_text(out / "splits.json", json.dumps(self.splits, indent=2))
+        atomic_write_text(out / "long.csv", self.long.to_csv(index=False))
+        atomic_write_text(out / "summary.csv", self.summary.to_csv(index=False))
+        atomic_write_text(out / "summary.md", "# Benchmark summary\n\n" + self.markdown())
+        atomic_write_text(out / "failures.csv", self.failures.to_csv(index=False))
+        atomic_write_text(out / "timings.csv", self.timings.to_csv(index=False))
+        atomic_write_text(out / "config.json", json.dumps(self.config, indent=2, default=str))
+        atomic_write_text(out / "splits.json", json.dumps(self.splits, indent=2))
         if plots and len(self.long):
             from lcdiff.plot.benchmark import benchmark_boxplots
 
             metrics = [m for m in PLOT_METRICS if m in set(self.long["metric"])]
             if metrics:
                 fig = benchmark_boxplots(self.long, metrics=metrics, methods=self.methods)
-                tmp = out / ".boxplots.png.tmp"
-                fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
-                os.replace(tmp, out / "boxplots.png")
+                with atomic_output(out / "boxplots.png", suffix=".png") as tmp:
+                    fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
         return out
 
 
@@ -155,19 +154,6 @@ def _check_out(out: Path, force: bool) -> None:
             f"Output folder {str(out)!r} exists and is not empty; pass force=True (--force) to "
             "overwrite, or choose another folder."
         )
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --- per-fold context -------------------------------------------------------------------------

@@ -22,13 +22,13 @@ Then::
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from lcdiff._io import atomic_write_h5ad
 from lcdiff.data.labels import canonical_label
 from lcdiff.data.normalize import dense
 from lcdiff.data.screen import PERTURBATION_KEY, control_label
@@ -161,8 +161,8 @@ def export_cell_eval(
     method = (pred.uns.get("lcdiff") or {}).get("method", "unknown")
     pred_member = _pair_member(pred_x, pred_obs, genes, pert_col, "pred", method)
     pred_member.uns["lcdiff"]["n_clipped"] = n_clipped
-    _write_h5ad(pred_member, pred_path)
-    _write_h5ad(_pair_member(real_x, real_obs, genes, pert_col, "real", method), real_path)
+    atomic_write_h5ad(pred_member, pred_path)
+    atomic_write_h5ad(_pair_member(real_x, real_obs, genes, pert_col, "real", method), real_path)
     return pred_path, real_path
 
 
@@ -175,16 +175,3 @@ def _pair_member(x, labels, genes, pert_col, role, method) -> AnnData:
     adata = AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes))
     adata.uns["lcdiff"] = {"role": role, "method": str(method), "X": "log1p_cp10k"}
     return adata
-
-
-def _write_h5ad(adata: AnnData, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".h5ad")
-    os.close(fd)
-    try:
-        adata.write_h5ad(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -23,6 +23,14 @@ Presets
     Carlo samples, 15 noise levels with 40 Langevin steps each (``anneal_dt`` raised so that the
     time spent per level stays comparable), a 256-wide score network, far fewer steps and higher
     learning rates. See the README section "Fitting LCD" for the measured fit time.
+``"fast-zinb"``
+    ``"fast"`` with the opt-in ``noise_model="zinb"``: a departure from the paper's model that
+    replaces the Poisson by a negative binomial with a learned per-gene dispersion shared by all
+    conditions. The paper's generator draws states from a ``generator_hidden``-dimensional
+    noise, so it cannot give each gene its own independent overdispersion, and the Monte-Carlo
+    objective with prior samples favours too-concentrated states; counts decoded from the
+    ``fast`` generators are therefore too narrow. On the toy screen (negative-binomial counts)
+    this lowers the MMD² of decoded training conditions from about 0.02 to the sampling floor.
 ``"tiny"``
     For tests: runs in seconds on one core.
 """
@@ -34,14 +42,20 @@ from dataclasses import dataclass, field
 
 from lcdiff.errors import ConfigError
 
+#: Accepted values of ``LCDConfig.noise_model``.
+NOISE_MODELS = ("zip", "zinb", None)
+
 
 @dataclass(frozen=True)
 class LCDConfig:
     """All hyperparameters of one LCD fit (stage A noise model, stage B score model, sampler).
 
     Stage A (noise model)
-        ``noise_model``: ``"zip"`` (zero-inflated Poisson generators) or ``None`` (train the score
-        model directly on ``screen.X``). ``generator_hidden`` (also the latent noise dimension),
+        ``noise_model``: ``"zip"`` (zero-inflated Poisson generators, the paper's model),
+        ``"zinb"`` (opt-in departure from the paper: zero-inflated negative binomial with a learned
+        per-gene dispersion shared by all conditions, so independent per-gene overdispersion need
+        not be carried by the latent states) or ``None`` (train the score model directly on
+        ``screen.X``). ``generator_hidden`` (also the latent noise dimension),
         ``generator_layers`` residual blocks at that width, then ``generator_wide_layers``
         residual blocks in gene space with ``generator_wide_hidden`` units. ``mc_samples`` prior
         samples per step, ``noise_batch_size`` cells per step (all from one condition),
@@ -60,7 +74,8 @@ class LCDConfig:
         ``condition_chunk_size`` conditions per compiled call.
     Training infrastructure
         ``checkpoint_every`` steps between checkpoints; ``progress_every`` steps between
-        progress-bar refreshes.
+        progress-bar refreshes. ``devices``: how many of the visible JAX devices stage B and
+        the sampler are split over (``None`` = all; see :mod:`lcdiff.model.sharding`).
     """
 
     # stage A
@@ -100,6 +115,7 @@ class LCDConfig:
     # infrastructure
     checkpoint_every: int = 1000
     progress_every: int = 50
+    devices: int | None = None
     preset: str = field(default="paper", compare=False)
 
     def to_dict(self) -> dict:
@@ -125,6 +141,7 @@ class LCDConfig:
             "anneal_dt",
             "anneal_steps",
             "condition_chunk_size",
+            "devices",  # the device count changes results only by float rounding
         ):
             out.pop(key)
         return out
@@ -185,6 +202,9 @@ PRESETS: dict[str, dict] = {
         "progress_every": 10,
     },
 }
+# Opt-in departure from the paper (see the module docstring): the fast preset with a
+# zero-inflated negative-binomial noise model.
+PRESETS["fast-zinb"] = {**PRESETS["fast"], "noise_model": "zinb"}
 
 
 def make_config(preset: str = "fast", **overrides) -> LCDConfig:
@@ -195,6 +215,7 @@ def make_config(preset: str = "fast", **overrides) -> LCDConfig:
     preset
         One of :data:`PRESETS` (``"paper"``, ``"paper-norman"``, ``"paper-wessels"``,
         ``"paper-replogle"``, ``"paper-linear"``, ``"paper-linear-1000"``, ``"fast"``,
+        ``"fast-zinb"``,
         ``"tiny"``).
     **overrides
         Any :class:`LCDConfig` field, e.g. ``noise_model=None`` or ``score_steps=1000``.
@@ -264,10 +285,10 @@ def _validate(c: LCDConfig) -> None:
             "generator_wide_layers must be a non-negative integer, got "
             f"{c.generator_wide_layers!r}."
         )
-    if c.noise_model not in ("zip", None):
+    if c.noise_model not in NOISE_MODELS:
         raise ConfigError(
-            "noise_model must be 'zip' or None (train on screen.X directly), got "
-            f"{c.noise_model!r}."
+            "noise_model must be 'zip' (the paper's), 'zinb' (opt-in negative binomial) or None "
+            f"(train on screen.X directly), got {c.noise_model!r}."
         )
     positive_floats = [
         "noise_lr",
@@ -297,6 +318,13 @@ def _validate(c: LCDConfig) -> None:
         raise ConfigError(
             f"lse_temperatures must be a non-empty tuple of positive numbers, got "
             f"{c.lse_temperatures!r}."
+        )
+    if c.devices is not None and (
+        not isinstance(c.devices, int) or isinstance(c.devices, bool) or c.devices < 1
+    ):
+        raise ConfigError(
+            f"devices must be a positive integer or None (all visible devices), got "
+            f"{c.devices!r}."
         )
     if c.noise_warmup < 0:
         raise ConfigError(f"noise_warmup must be >= 0, got {c.noise_warmup}.")

@@ -17,13 +17,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from lcdiff._io import atomic_write_bytes
 from lcdiff.errors import ModelFileError
 
 MODEL_FORMAT = "lcdiff.LCD"
@@ -31,23 +31,6 @@ MODEL_FORMAT_VERSION = 1
 CHECKPOINT_FORMAT_VERSION = 1
 MODEL_JSON = "lcd.json"
 MODEL_ARRAYS = "arrays.npz"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -124,6 +107,7 @@ def write_model(folder: str | os.PathLike, meta: dict, arrays: dict[str, np.ndar
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ModelFileError(f"Cannot save the model to {folder}: it exists and is not a folder.")
+    folder.mkdir(parents=True, exist_ok=True)
     payload = npz_bytes(arrays)
     record = {
         "format": MODEL_FORMAT,
@@ -180,6 +164,7 @@ def write_checkpoint(path: str | os.PathLike, meta: dict, arrays: dict[str, np.n
     """Atomically write a checkpoint ``.npz`` (metadata stored as a JSON string array)."""
     record = {"checkpoint_format_version": CHECKPOINT_FORMAT_VERSION, **meta}
     arrays = {**arrays, "__meta__": np.array(json.dumps(record))}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, npz_bytes(arrays))
 
 

@@ -15,6 +15,7 @@ skipped and the score model trains on ``screen.X`` directly (for ``lc.simulate.l
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -50,13 +51,12 @@ from lcdiff.errors import (
 )
 from lcdiff.model import io as model_io
 from lcdiff.model.config import LCDConfig, make_config
-from lcdiff.model.dsm import make_score_step, score_optimizer
+from lcdiff.model.dsm import score_optimizer
 from lcdiff.model.noise import decode as zip_decode
 from lcdiff.model.noise import (
     init_noise_state,
     make_noise_step,
     mc_log_marginal,
-    sample_all_states,
     unit_scaling,
 )
 from lcdiff.model.sampler import annealed_langevin
@@ -67,7 +67,15 @@ from lcdiff.model.score import (
     noise_levels,
     score_from_parts,
 )
+from lcdiff.model.sharding import device_mesh, put_replicated
 from lcdiff.model.standardize import Standardizer
+from lcdiff.model.streaming import (
+    CellStates,
+    GeneratorStates,
+    fit_standardizer,
+    make_stream_score_step,
+    stream_data,
+)
 from lcdiff.model.train import StepCallback, run_stage
 
 STAGE_A = "A (noise model)"
@@ -293,18 +301,18 @@ class LCD:
         k_noise, k_states, k_score = jax.random.split(key, 3)
 
         if c.noise_model is None:
-            states = self._cells
+            source = CellStates(self._cells)
             self._noise = None
         else:
             self._noise = self._fit_noise(k_noise, folder, resume, fingerprint, progress)
-            states = sample_all_states(self._noise["gen"], k_states, c.n_states, c.generator_hidden)
-        self._standardizer = Standardizer.fit(states, control_index=0)
-        sizes = np.array([len(s) for s in states], np.int32)
-        padded = np.zeros((len(states), sizes.max(), len(self.genes)), np.float32)
-        for i, s in enumerate(states):
-            padded[i, : len(s)] = self._standardizer.transform(s)
+            source = GeneratorStates(
+                self._noise["gen"], k_states, c.n_states, c.generator_hidden
+            )
+        # states are streamed (one condition, or one batch, at a time): no array of all
+        # conditions' states is ever formed (lcdiff.model.streaming)
+        self._standardizer = fit_standardizer(source, control_index=0)
         self._score_params = self._fit_score(
-            k_score, padded, sizes, folder, resume, fingerprint, progress
+            k_score, source, folder, resume, fingerprint, progress
         )
         self.is_fitted = True
         return self
@@ -386,10 +394,13 @@ class LCD:
             "gen": jax.tree.map(np.asarray, state["gen"]),
             "logit_pi": np.asarray(state["logit_pi"]),
             "unit_scale": np.asarray(unit_scale, np.float32),
+            # NB dispersion, only with the opt-in noise_model="zinb"
+            **({"log_theta": np.asarray(state["log_theta"])} if "log_theta" in state else {}),
         }
 
-    def _fit_score(self, key, padded, sizes, folder, resume, fingerprint, progress) -> dict:
+    def _fit_score(self, key, source, folder, resume, fingerprint, progress) -> dict:
         c = self.config
+        mesh = device_mesh(c.devices)
         d = len(self.genes)
         k_init, k_steps = jax.random.split(key)
         optimizer = score_optimizer(c)
@@ -410,14 +421,11 @@ class LCD:
             )
         if state is None:
             state = fresh()
-        data = (
-            jnp.asarray(padded),
-            jnp.asarray(sizes),
-            jnp.asarray(self._targets),
-            jnp.asarray(self._seen),
-            jnp.asarray(self.sigmas),
+        state = put_replicated(state, mesh)
+        data = stream_data(
+            source, self._standardizer, self._targets, self._seen, self.sigmas, mesh
         )
-        step = make_score_step(c)
+        step = make_stream_score_step(c, source.kind, mesh)
         state, losses = run_stage(
             STAGE_B,
             step,
@@ -498,6 +506,7 @@ class LCD:
             z0=z0,
             probability_flow=probability_flow,
             chunk_size=c.condition_chunk_size,
+            mesh=device_mesh(c.devices),
         )
 
     def predict(self, labels, n_cells: int = 1000, seed: int = 0) -> AnnData:
@@ -562,6 +571,7 @@ class LCD:
                             self._noise["unit_scale"],
                             self._noise["logit_pi"],
                             np.random.default_rng([int(seed), zlib.crc32(lab.encode())]),
+                            log_theta=self._noise.get("log_theta"),
                         )
                         for i, lab in enumerate(labels)
                     ]
@@ -690,6 +700,7 @@ class LCD:
             jax.random.PRNGKey(seed),
             int(n_samples),
             self.config.generator_hidden,
+            log_theta=self._noise.get("log_theta"),
         )
 
     # ----------------------------------------------------------------------------------------
@@ -727,6 +738,9 @@ class LCD:
         meta, arrays = model_io.read_model(path)
         try:
             config = LCDConfig.from_dict(meta["config"])
+            if config.devices is not None and config.devices > len(jax.devices()):
+                # fitted on more devices than this machine has: predict on all visible ones
+                config = dataclasses.replace(config, devices=None)
             model = cls.__new__(cls)
             model.config = config
             model.seed = int(meta["seed"])
@@ -760,6 +774,8 @@ class LCD:
                 "logit_pi": jax.ShapeDtypeStruct((d,), jnp.float32),
                 "unit_scale": jax.ShapeDtypeStruct((d,), jnp.float32),
             }
+            if c.noise_model == "zinb":
+                template["log_theta"] = jax.ShapeDtypeStruct((d,), jnp.float32)
             model._noise = model_io.unflatten_tree(template, arrays, "noise", "saved model")
         model._cells = None
         model.is_fitted = True

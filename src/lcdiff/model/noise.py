@@ -76,13 +76,47 @@ def rates(states: jax.Array, unit_scale: jax.Array) -> jax.Array:
     return unit_scale * jax.nn.softplus(states)
 
 
-def _log_zero_prob(lam: jax.Array, logit_pi: jax.Array) -> jax.Array:
-    """log P(x = 0) = log(π + (1 − π) e^{−λ}), computed stably from the logit of π."""
-    return jnp.logaddexp(jax.nn.log_sigmoid(logit_pi), jax.nn.log_sigmoid(-logit_pi) - lam)
+def _count_terms(lam: jax.Array, log_theta: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """The two state-dependent terms of log p(x > 0 | λ) = x·a + b + (state-free part).
+
+    Poisson (``log_theta`` None): a = log λ, b = −λ. Negative binomial with dispersion
+    θ = exp(``log_theta``) (mean λ, variance λ + λ²/θ): a = log λ − log(θ + λ),
+    b = θ·log(θ / (θ + λ)) = log P_NB(0 | λ).
+    """
+    if log_theta is None:
+        return jnp.log(lam + LOG_EPS), -lam
+    theta = jnp.exp(log_theta)
+    # log1p keeps b accurate when θ ≫ λ (θ·(log θ − log(θ + λ)) would cancel in float32)
+    log1p_ratio = jnp.log1p(lam / theta)
+    return jnp.log(lam + LOG_EPS) - log_theta - log1p_ratio, -theta * log1p_ratio
+
+
+def _log_zero_prob(
+    lam: jax.Array, logit_pi: jax.Array, log_theta: jax.Array | None = None
+) -> jax.Array:
+    """log P(x = 0) = log(π + (1 − π) P_count(0 | λ)), computed stably from the logit of π.
+
+    P_count(0 | λ) is e^{−λ} (Poisson) or (θ / (θ + λ))^θ (negative binomial, ``log_theta``).
+    """
+    log_p0 = _count_terms(lam, log_theta)[1]
+    return jnp.logaddexp(jax.nn.log_sigmoid(logit_pi), jax.nn.log_sigmoid(-logit_pi) + log_p0)
+
+
+def _count_const(counts: jax.Array, log_theta: jax.Array | None) -> jax.Array:
+    """State-free part of log p(x > 0 | λ) without the zero-inflation: −lgamma(x + 1) (+ NB)."""
+    const = -gammaln(counts + 1.0)
+    if log_theta is not None:
+        theta = jnp.exp(log_theta)
+        const = const + gammaln(counts + theta) - gammaln(theta)
+    return const
 
 
 def zip_log_likelihood_direct(
-    counts: jax.Array, states: jax.Array, unit_scale: jax.Array, logit_pi: jax.Array
+    counts: jax.Array,
+    states: jax.Array,
+    unit_scale: jax.Array,
+    logit_pi: jax.Array,
+    log_theta: jax.Array | None = None,
 ) -> jax.Array:
     """ZIP log-likelihood of every cell under every state, elementwise (B×M×d memory).
 
@@ -94,6 +128,9 @@ def zip_log_likelihood_direct(
         ``[M, d]`` latent states.
     unit_scale, logit_pi
         ``[d]`` each.
+    log_theta
+        ``[d]`` log NB dispersion for the opt-in zero-inflated negative binomial
+        (``noise_model="zinb"``); ``None`` (default, the paper's model) = Poisson.
 
     Returns
     -------
@@ -101,34 +138,51 @@ def zip_log_likelihood_direct(
     """
     x = counts[:, None, :]
     lam = rates(states, unit_scale)[None, :, :]
-    log_pos = jax.nn.log_sigmoid(-logit_pi) + x * jnp.log(lam + LOG_EPS) - lam - gammaln(x + 1.0)
-    per_gene = jnp.where(x == 0, _log_zero_prob(lam, logit_pi), log_pos)
+    a, b = _count_terms(lam, log_theta)
+    log_pos = jax.nn.log_sigmoid(-logit_pi) + x * a + b + _count_const(x, log_theta)
+    per_gene = jnp.where(x == 0, _log_zero_prob(lam, logit_pi, log_theta), log_pos)
     return per_gene.sum(axis=-1)
 
 
-def cell_features(counts: jax.Array, logit_pi: jax.Array) -> tuple[jax.Array, jax.Array]:
+def cell_features(
+    counts: jax.Array, logit_pi: jax.Array, log_theta: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Cell side of the matrix form: ``[B, 3d]`` features and the ``[B]`` state-free term."""
     is_zero = (counts == 0).astype(counts.dtype)
     features = jnp.concatenate([counts, 1.0 - is_zero, is_zero], axis=-1)
-    const = ((1.0 - is_zero) * (jax.nn.log_sigmoid(-logit_pi) - gammaln(counts + 1.0))).sum(-1)
+    per_gene = jax.nn.log_sigmoid(-logit_pi) + _count_const(counts, log_theta)
+    const = ((1.0 - is_zero) * per_gene).sum(-1)
     return features, const
 
 
-def state_features(states: jax.Array, unit_scale: jax.Array, logit_pi: jax.Array) -> jax.Array:
-    """State side of the matrix form: ``[M, 3d]`` = [log λ, −λ, log P(0 | λ)]."""
+def state_features(
+    states: jax.Array,
+    unit_scale: jax.Array,
+    logit_pi: jax.Array,
+    log_theta: jax.Array | None = None,
+) -> jax.Array:
+    """State side of the matrix form: ``[M, 3d]`` = [a(λ), b(λ), log P(0 | λ)].
+
+    Poisson: a = log λ, b = −λ; negative binomial: see :func:`_count_terms`.
+    """
     lam = rates(states, unit_scale)
-    return jnp.concatenate([jnp.log(lam + LOG_EPS), -lam, _log_zero_prob(lam, logit_pi)], axis=-1)
+    a, b = _count_terms(lam, log_theta)
+    return jnp.concatenate([a, b, _log_zero_prob(lam, logit_pi, log_theta)], axis=-1)
 
 
 def zip_log_likelihood_matrix(
-    counts: jax.Array, states: jax.Array, unit_scale: jax.Array, logit_pi: jax.Array
+    counts: jax.Array,
+    states: jax.Array,
+    unit_scale: jax.Array,
+    logit_pi: jax.Array,
+    log_theta: jax.Array | None = None,
 ) -> jax.Array:
     """ZIP log-likelihood ``[B, M]`` as one [B, 3d]·[3d, M] product (no B×M×d tensor).
 
     Same arguments and result as :func:`zip_log_likelihood_direct`.
     """
-    cell_feat, const = cell_features(counts, logit_pi)
-    return cell_feat @ state_features(states, unit_scale, logit_pi).T + const[:, None]
+    cell_feat, const = cell_features(counts, logit_pi, log_theta)
+    return cell_feat @ state_features(states, unit_scale, logit_pi, log_theta).T + const[:, None]
 
 
 def tempered_loss(loglik: jax.Array, temperatures: tuple[float, ...]) -> jax.Array:
@@ -187,8 +241,16 @@ def generator_apply(params: dict, noise: jax.Array) -> jax.Array:
     return s
 
 
+#: Initial NB dispersion θ of the opt-in ``noise_model="zinb"`` (variance λ + λ²/θ).
+INITIAL_DISPERSION = 10.0
+
+
 def init_noise_state(key: jax.Array, n_conditions: int, d: int, config) -> dict:
-    """Training state of stage A: stacked generators, shared logit π and lazy-Adam moments."""
+    """Training state of stage A: stacked generators, shared logit π and lazy-Adam moments.
+
+    With ``config.noise_model == "zinb"`` the state also holds the shared per-gene log NB
+    dispersion ``log_theta`` (initialized at log :data:`INITIAL_DISPERSION`) and its moment.
+    """
     k_gen, k_pi = jax.random.split(key)
     keys = jax.random.split(k_gen, n_conditions)
     gens = [
@@ -203,7 +265,7 @@ def init_noise_state(key: jax.Array, n_conditions: int, d: int, config) -> dict:
         for k in keys
     ]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *gens)
-    return {
+    state = {
         "gen": stacked,
         "logit_pi": jax.random.normal(k_pi, (d,), jnp.float32),
         "nu_gen": jax.tree.map(jnp.zeros_like, stacked),
@@ -211,6 +273,10 @@ def init_noise_state(key: jax.Array, n_conditions: int, d: int, config) -> dict:
         "last_visit": jnp.zeros((n_conditions,), jnp.int32),
         "step": jnp.zeros((), jnp.int32),
     }
+    if getattr(config, "noise_model", "zip") == "zinb":
+        state["log_theta"] = jnp.full((d,), np.log(INITIAL_DISPERSION), jnp.float32)
+        state["nu_theta"] = jnp.zeros((d,), jnp.float32)
+    return state
 
 
 def noise_lr_schedule(config) -> optax.Schedule:
@@ -248,9 +314,11 @@ def make_noise_step(config, likelihood: str = "matrix"):
         config.noise_grad_clip,
     )
 
-    def loss_fn(gen, logit_pi, x, noise, unit_scale):
+    negative_binomial = getattr(config, "noise_model", "zip") == "zinb"
+
+    def loss_fn(gen, shared, x, noise, unit_scale):
         states = generator_apply(gen, noise)
-        loglik = loglik_fn(x, states, unit_scale, logit_pi)
+        loglik = loglik_fn(x, states, unit_scale, shared["logit_pi"], shared.get("log_theta"))
         return tempered_loss(loglik, temperatures)
 
     def step(state, data, key):
@@ -263,13 +331,16 @@ def make_noise_step(config, likelihood: str = "matrix"):
         x = cells[offsets[env] + jnp.minimum(pick, size - 1)]
         noise = jax.random.normal(k_mc, (n_mc, hidden), jnp.float32)
         gen = jax.tree.map(lambda p: p[env], state["gen"])
-        loss, (g_gen, g_pi) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
-            gen, state["logit_pi"], x, noise, unit_scale
+        shared = {"logit_pi": state["logit_pi"]}
+        if negative_binomial:
+            shared["log_theta"] = state["log_theta"]
+        loss, (g_gen, g_shared) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
+            gen, shared, x, noise, unit_scale
         )
         if clip > 0:
-            norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves((g_gen, g_pi))))
+            norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves((g_gen, g_shared))))
             factor = jnp.where(norm < clip, 1.0, clip / norm)
-            g_gen, g_pi = jax.tree.map(lambda g: g * factor, (g_gen, g_pi))
+            g_gen, g_shared = jax.tree.map(lambda g: g * factor, (g_gen, g_shared))
         lr = schedule(t - 1)
         tf = t.astype(jnp.float32)
         correction = 1.0 - b2**tf
@@ -287,7 +358,7 @@ def make_noise_step(config, likelihood: str = "matrix"):
         )
         new_gen = jax.tree.map(lambda _, pn: pn[0], gen, new_gen_nu)
         new_nu = jax.tree.map(lambda _, pn: pn[1], gen, new_gen_nu)
-        logit_pi, nu_pi = adam(state["logit_pi"], state["nu_pi"], g_pi, b2)
+        logit_pi, nu_pi = adam(state["logit_pi"], state["nu_pi"], g_shared["logit_pi"], b2)
         new_state = {
             "gen": jax.tree.map(lambda full, part: full.at[env].set(part), state["gen"], new_gen),
             "logit_pi": logit_pi,
@@ -298,6 +369,10 @@ def make_noise_step(config, likelihood: str = "matrix"):
             "last_visit": state["last_visit"].at[env].set(t),
             "step": t,
         }
+        if negative_binomial:
+            new_state["log_theta"], new_state["nu_theta"] = adam(
+                state["log_theta"], state["nu_theta"], g_shared["log_theta"], b2
+            )
         return new_state, loss
 
     return jax.jit(step, donate_argnums=(0,))
@@ -340,9 +415,16 @@ def sample_all_states(stacked_gen: dict, key: jax.Array, n: int, hidden: int) ->
 
 
 def decode(
-    states: np.ndarray, unit_scale: np.ndarray, logit_pi: np.ndarray, rng: np.random.Generator
+    states: np.ndarray,
+    unit_scale: np.ndarray,
+    logit_pi: np.ndarray,
+    rng: np.random.Generator,
+    log_theta: np.ndarray | None = None,
 ) -> np.ndarray:
     """Counts from latent states: x ~ Poisson(u·softplus(s)), then zeroed with probability π.
+
+    With ``log_theta`` (opt-in ``noise_model="zinb"``) the Poisson rate is first drawn from
+    Gamma(θ, λ/θ), so x is negative binomial with mean λ and variance λ + λ²/θ.
 
     Parameters
     ----------
@@ -352,6 +434,8 @@ def decode(
         ``[d]`` each.
     rng
         numpy random generator.
+    log_theta
+        ``[d]`` log NB dispersion, or ``None`` (Poisson, the paper's model).
 
     Returns
     -------
@@ -361,7 +445,11 @@ def decode(
     with np.errstate(invalid="ignore", over="ignore"):
         lam = np.asarray(unit_scale, np.float64) * np.logaddexp(0.0, s)
     finite = np.isfinite(lam)
-    counts = rng.poisson(np.where(finite, lam, 0.0)).astype(np.float32)
+    lam = np.where(finite, lam, 0.0)
+    if log_theta is not None:
+        theta = np.broadcast_to(np.exp(np.asarray(log_theta, np.float64)), lam.shape)
+        lam = rng.gamma(theta, lam / theta)
+    counts = rng.poisson(lam).astype(np.float32)
     pi = 1.0 / (1.0 + np.exp(-np.asarray(logit_pi, np.float64)))
     dropped = rng.random(counts.shape) < pi
     counts[dropped] = 0.0
@@ -370,8 +458,9 @@ def decode(
 
 
 @jax.jit
-def _mc_log_marginal(gen, logit_pi, unit_scale, x, noise):
-    loglik = zip_log_likelihood_matrix(x, generator_apply(gen, noise), unit_scale, logit_pi)
+def _mc_log_marginal(gen, logit_pi, unit_scale, x, noise, log_theta=None):
+    states = generator_apply(gen, noise)
+    loglik = zip_log_likelihood_matrix(x, states, unit_scale, logit_pi, log_theta)
     return jax.nn.logsumexp(loglik, axis=1) - jnp.log(noise.shape[0])
 
 
@@ -384,12 +473,18 @@ def mc_log_marginal(
     n_samples: int,
     hidden: int,
     chunk: int = 256,
+    log_theta=None,
 ) -> np.ndarray:
-    """Per-cell Monte-Carlo log p(x) = logmeanexp_k ℓ(x | s^(k)) under one generator; ``[n]``."""
+    """Per-cell Monte-Carlo log p(x) = logmeanexp_k ℓ(x | s^(k)) under one generator; ``[n]``.
+
+    ``log_theta``: log NB dispersion of a ``noise_model="zinb"`` model (``None`` = Poisson).
+    """
     counts = np.asarray(counts, np.float32)
     noise = jax.random.normal(key, (n_samples, hidden), jnp.float32)
     out = [
-        np.asarray(_mc_log_marginal(gen, logit_pi, unit_scale, counts[i : i + chunk], noise))
+        np.asarray(
+            _mc_log_marginal(gen, logit_pi, unit_scale, counts[i : i + chunk], noise, log_theta)
+        )
         for i in range(0, counts.shape[0], chunk)
     ]
     return np.concatenate(out) if out else np.zeros((0,), np.float32)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcdiff.model.score import condition_injections, level_embeddings, score_from_parts
+from lcdiff.model.sharding import mesh_size, put_replicated, put_split, to_host
 
 INIT_FOLD = 0x7FFFFFFF  # fold-in value of the initial-state key (levels use 0 … n−1)
 
@@ -80,6 +81,7 @@ def annealed_langevin(
     z0: np.ndarray | None = None,
     probability_flow: bool = False,
     chunk_size: int = 32,
+    mesh=None,
 ) -> np.ndarray:
     """Run annealed Langevin for several conditions.
 
@@ -106,6 +108,9 @@ def annealed_langevin(
         Drop the noise term (deterministic dynamics).
     chunk_size
         Conditions per compiled call.
+    mesh
+        Optional :func:`lcdiff.model.sharding.device_mesh`: each chunk's conditions are split
+        over its devices (the chunk is rounded up to a multiple of the device count).
 
     Returns
     -------
@@ -127,6 +132,14 @@ def annealed_langevin(
     sigmas = jnp.asarray(sigmas, jnp.float32)
     seen = jnp.asarray(seen, bool)
     chunk = _chunk_length(k, chunk_size)
+    if mesh is None:
+        place, fetch = jnp.asarray, np.asarray
+    else:  # conditions split over the devices; everything else on every device
+        n_dev = mesh_size(mesh)
+        chunk = -(-chunk // n_dev) * n_dev
+        params, seen, sigmas, etas = put_replicated((params, seen, sigmas, etas), mesh)
+        place, fetch = (lambda x: put_split(x, mesh)), to_host
+        keys = np.asarray(keys)  # raw uint32 keys [k, 2], split like the other inputs
     out = []
     for start in range(0, k, chunk):
         idx = np.arange(start, start + chunk)
@@ -134,13 +147,13 @@ def annealed_langevin(
         z = _run_chunk(
             params,
             seen,
-            jnp.asarray(targets[idx]),
+            place(targets[idx]),
             sigmas,
             etas,
-            jnp.asarray(z0[idx]),
-            keys[idx],
+            place(np.asarray(z0[idx], np.float32)),
+            place(keys[idx]),
             steps_per_level=steps_per_level,
             probability_flow=probability_flow,
         )
-        out.append(np.asarray(z)[: min(chunk, k - start)])
+        out.append(fetch(z)[: min(chunk, k - start)])
     return np.concatenate(out, axis=0)

@@ -1,0 +1,117 @@
+"""Running LCD on several devices: a one-axis device mesh and the shardings that use it.
+
+Every device holds a full copy of the (small) score-network parameters and of the training data;
+what is split is the work:
+
+- stage B training is data-parallel: each step's batch of ``score_batch_size`` states is split
+  along its first axis over the mesh axis ``"data"`` (``score_batch_size`` must be a multiple of
+  the number of devices); XLA inserts the gradient all-reduce;
+- prediction (annealed Langevin) splits the conditions of each compiled chunk over the devices;
+  a condition's chains never talk to another condition's, so no communication is needed.
+
+The random numbers of a step are drawn from the same keys whatever the mesh, so one and several
+devices give the same results up to the order of floating-point sums (tested with 1 and 4 CPU
+devices). Stage A (one small generator per step) stays on the first device of the mesh.
+
+Several hosts: start every process with the same program and call
+``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` before anything
+else touches JAX; ``jax.devices()`` then lists the devices of all hosts and ``devices=None``
+uses all of them (see the README section "Fitting LCD", "Many devices").
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lcdiff.errors import ConfigError
+
+AXIS = "data"
+
+
+def device_mesh(devices: int | None = None) -> Mesh:
+    """A one-axis mesh (axis ``"data"``) over the first ``devices`` visible devices.
+
+    Parameters
+    ----------
+    devices
+        How many devices to use; ``None`` means all of ``jax.devices()`` (on several hosts: all
+        devices of all processes).
+
+    Raises
+    ------
+    ConfigError
+        If more devices are requested than are visible, or ``devices`` is not positive.
+    """
+    visible = jax.devices()
+    if devices is None:
+        chosen = visible
+    else:
+        if not isinstance(devices, int | np.integer) or isinstance(devices, bool) or devices < 1:
+            raise ConfigError(f"devices must be a positive integer or None, got {devices!r}.")
+        if devices > len(visible):
+            raise ConfigError(
+                f"devices={devices} but only {len(visible)} device(s) are visible "
+                f"({visible[0].platform}); pass devices=None to use all of them, or set "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing JAX to "
+                "emulate N CPU devices."
+            )
+        chosen = visible[: int(devices)]
+    return Mesh(np.asarray(chosen), (AXIS,))
+
+
+def mesh_size(mesh: Mesh) -> int:
+    """Number of devices in the mesh."""
+    return int(mesh.devices.size)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def split_leading(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the first axis over the devices of ``mesh`` (others replicated)."""
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def put_replicated(tree, mesh: Mesh):
+    """Place every leaf of ``tree`` on every device of ``mesh``."""
+    sharding = replicated(mesh)
+    return jax.tree.map(lambda x: _put(np.asarray(x), sharding), tree)
+
+
+def put_split(array, mesh: Mesh) -> jax.Array:
+    """Place ``array`` split along its first axis (length must be a multiple of the mesh size)."""
+    array = np.asarray(array)
+    if array.shape[0] % mesh_size(mesh):
+        raise ConfigError(
+            f"Cannot split an axis of length {array.shape[0]} over {mesh_size(mesh)} devices."
+        )
+    return _put(array, split_leading(mesh))
+
+
+def _put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    # make_array_from_callback only materializes the shards this process addresses, so the same
+    # call works with one process and with several (each host passes the same global array).
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """A numpy copy of a (possibly sharded, possibly multi-host) array, on every process."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
+    """Refuse a stage-B batch that cannot be split evenly over the devices."""
+    n = mesh_size(mesh)
+    if batch_size % n:
+        raise ConfigError(
+            f"score_batch_size={batch_size} cannot be split evenly over {n} devices; choose a "
+            f"multiple of {n} (e.g. {-(-batch_size // n) * n}) or set devices= to a divisor."
+        )
