@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lcdiff.cli import app, check_output, read_h5ad
+from lcdiff.cli import app, check_output, load_screen
 
 
 def _split_list(values: list[str] | None) -> list[str]:
@@ -55,6 +55,12 @@ def benchmark_command(
     n_genes: int = typer.Option(
         1000, "--n-genes", min=1, help="Genes to model when the screen is prepared here."
     ),
+    min_cells: int = typer.Option(
+        100, "--min-cells", min=2, help="Drop perturbations with fewer cells (when prepared here)."
+    ),
+    layer: str = typer.Option(
+        None, "--layer", help="Layer with raw counts (default: X), when prepared here."
+    ),
     n_cells: int = typer.Option(
         1000, "--n-cells", min=2, help="Predicted cells per held-out condition."
     ),
@@ -68,8 +74,7 @@ def benchmark_command(
     (mean ± SEM, best bold, ties marked), failures.csv, timings.csv, splits.json and
     boxplots.png into the output folder.
     """
-    from lcdiff.data.screen import screen_info
-    from lcdiff.errors import ConfigError, NotPreparedError
+    from lcdiff.errors import ConfigError
     from lcdiff.eval.baselines import ALIASES, METHODS
     from lcdiff.eval.benchmark import benchmark
 
@@ -82,22 +87,7 @@ def benchmark_command(
     if not fold_list:
         raise ConfigError("No folds given; pass e.g. --folds 1,2.")
 
-    adata = read_h5ad(data)
-    typer.echo(f"Read {data}: {adata.n_obs} cells × {adata.n_vars} genes.")
-    try:
-        screen_info(adata)
-        screen = adata
-        typer.echo("The file is a prepared screen; using it as it is.")
-    except NotPreparedError:
-        import lcdiff as lc
-
-        screen = lc.pp.prepare(
-            adata,
-            perturbation_key=perturbation_key,
-            control=control,
-            n_genes=n_genes if n_genes < adata.n_vars else None,
-        )
-        typer.echo(f"Prepared: {screen.n_obs} cells × {screen.n_vars} genes.")
+    screen = load_screen(data, perturbation_key, control, n_genes, min_cells, layer)
 
     result = benchmark(
         screen,

@@ -18,6 +18,15 @@ The [B, M] matrix ℓ is computed as one [B, 3d]·[3d, M] matrix product (§11):
 so no B×M×d tensor is ever formed. :func:`zip_log_likelihood_direct` keeps the elementwise form
 for tests and the benchmark.
 
+Opt-in departure from the paper (``noise_model="zinb"``, preset ``"fast-zinb"``): the Poisson is
+replaced by a negative binomial with mean λ and a learned per-gene dispersion θ shared by all
+conditions (variance λ + λ²/θ). The matrix form keeps its shape, with log λ → log λ − log(θ + λ)
+and −λ → θ·log(θ/(θ + λ)) and the state-free term gaining lgamma(x + θ) − lgamma(θ). Why: the
+generator's states come from an h-dimensional noise (h = ``generator_hidden`` < d on the fast
+preset), so independent per-gene overdispersion cannot be carried by the states, and the
+Monte-Carlo objective with prior samples favours too-concentrated states; with Poisson counts the
+decoded cells are then too narrow (README "Fitting LCD").
+
 Optimisation (our choice, exact): each step touches one condition's generator. Instead of an
 Adam pass over every condition's parameters (the reference stacks them and updates all), we keep
 the stacked second moments and the step at which each condition was last visited, and apply the
