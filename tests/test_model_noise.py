@@ -240,3 +240,13 @@ def test_zinb_step_learns_dispersion_and_zip_state_unchanged():
     assert np.isfinite(float(loss))
     theta = np.exp(np.asarray(state["log_theta"]))
     assert np.all(theta < 0.5 * theta0), theta  # moved towards the true θ = 1
+
+
+def test_zinb_is_opt_in_only():
+    """The paper presets and ``fast`` keep the paper's ZIP; ``fast-zinb`` differs only there."""
+    for preset in ("paper", "paper-norman", "paper-wessels", "paper-replogle", "fast", "tiny"):
+        assert make_config(preset).noise_model == "zip"
+    fast, zinb = make_config("fast").to_dict(), make_config("fast-zinb").to_dict()
+    assert zinb.pop("noise_model") == "zinb" and fast.pop("noise_model") == "zip"
+    assert zinb.pop("preset") == "fast-zinb" and fast.pop("preset") == "fast"
+    assert fast == zinb

@@ -37,6 +37,7 @@ from lcdiff.model.streaming import (
 
 TESTS = Path(__file__).resolve().parent
 LABELS = ["G0+G2", "G1", "ctrl", "G2", "G0+G1"]
+SHORT = {"noise_steps": 20, "score_steps": 20}  # enough steps to amplify any mismatch
 
 # Runs in the 4-device subprocess: the same tiny fits on devices=1 and devices=4.
 SCRIPT = textwrap.dedent(
@@ -57,7 +58,7 @@ SCRIPT = textwrap.dedent(
     out = {{}}
     screen = tiny_screen()
     for name, kw in (("zip", {{}}), ("cells", {{"noise_model": None}})):
-        model = LCD(screen, preset="tiny", seed=0, devices=4, **kw).fit(progress=False)
+        model = LCD(screen, preset="tiny", seed=0, devices=4, **{short}, **kw).fit(progress=False)
         pred = model.predict({labels!r}, n_cells=8, seed=3)
         out[f"{{name}}_state"] = pred.obsm["lcd_state"]
         out[f"{{name}}_out"] = np.asarray(model._score_params["out"]["w"])
@@ -87,7 +88,18 @@ def tiny_screen_fixture():
     return tiny_screen()
 
 
-def test_one_and_four_devices_give_the_same_fit_and_prediction(tiny_screen_fixture, tmp_path):
+def test_one_and_four_devices_give_the_same_fit_and_prediction(
+    tiny_screen_fixture, tmp_path, monkeypatch
+):
+    # the fit must stream states: materializing all conditions' states is refused here
+    import lcdiff.model.lcd as lcd_module
+    import lcdiff.model.noise as noise_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("LCD.fit materialized every condition's states")
+
+    monkeypatch.setattr(noise_module, "sample_all_states", refuse)
+    assert not hasattr(lcd_module, "sample_all_states")
     path = tmp_path / "four.npz"
     env = {
         **os.environ,
@@ -95,7 +107,11 @@ def test_one_and_four_devices_give_the_same_fit_and_prediction(tiny_screen_fixtu
         "JAX_PLATFORMS": "cpu",
     }
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(tests=str(TESTS), labels=LABELS, path=str(path))],
+        [
+            sys.executable,
+            "-c",
+            SCRIPT.format(tests=str(TESTS), labels=LABELS, path=str(path), short=SHORT),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -106,7 +122,7 @@ def test_one_and_four_devices_give_the_same_fit_and_prediction(tiny_screen_fixtu
     assert int(four["split_devices"]) == 4  # inputs really are split over 4 devices
     assert bool(four["all_reduce"])
     for name, kw in (("zip", {}), ("cells", {"noise_model": None})):
-        here = LCD(tiny_screen_fixture, preset="tiny", seed=0, **kw).fit(progress=False)
+        here = LCD(tiny_screen_fixture, preset="tiny", seed=0, **SHORT, **kw).fit(progress=False)
         state = here.predict(LABELS, n_cells=8, seed=3).obsm["lcd_state"]
         out_w = here._score_params["out"]["w"]
         np.testing.assert_allclose(four[f"{name}_out"], out_w, rtol=1e-4, atol=1e-5, err_msg=name)

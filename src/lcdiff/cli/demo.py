@@ -15,7 +15,10 @@ def demo_command(
         Path("lcdiff-demo"), "-o", "--out", help="Output folder (report.html, tables, figures)."
     ),
     preset: str = typer.Option(
-        "fast", "--preset", help="LCD hyperparameters: fast (minutes on a laptop) or tiny."
+        "fast-zinb",
+        "--preset",
+        help="LCD hyperparameters: fast-zinb (default; negative-binomial noise model), fast "
+        "(the paper's zero-inflated Poisson) or tiny.",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the split, the fit and sampling."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
