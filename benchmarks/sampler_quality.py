@@ -12,7 +12,8 @@ Samplers (all end at the same final noise level σ_min = 0.01; no final denoisin
 - ``ald L×T``: annealed Langevin as in ``LCD.predict`` (start N(0, I); T Euler–Maruyama steps
   per level with η_i = dt·(σ_i/σ_min)²). The paper schedule is L = 30, T = 500, dt = 1e-6;
   cheaper ones use fewer steps (dt scaled by 500/T so each level lasts as long) and/or every
-  other level (L = 15, the model's level embeddings of those levels).
+  other level (L = 15, the model's level embeddings of those levels); ``fast preset`` is the
+  fast preset's own 15 × 40 steps at its anneal_dt = 2e-5.
 - ``pf-heun L``: the probability-flow ODE of the variance-exploding diffusion,
   dx/dσ = −σ·s(x, σ), from x ~ N(0, (1 + σ_max²)I), Heun steps between consecutive levels
   (2 evaluations per step).
@@ -47,6 +48,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lcdiff.eval import mmd  # noqa: E402
+from lcdiff.model.config import make_config  # noqa: E402
 from lcdiff.model.lcd import LCD  # noqa: E402
 from lcdiff.model.score import condition_injections, level_embeddings, score_from_parts  # noqa: E402
 
@@ -141,6 +143,10 @@ def schedules() -> list[dict]:
     out = [{"name": "ald 30×500 (paper)", "kind": "ald", "stride": 1, "steps": 500}]
     out += [{"name": f"ald 30×{t}", "kind": "ald", "stride": 1, "steps": t} for t in (100, 50, 20)]
     out += [{"name": f"ald 15×{t}", "kind": "ald", "stride": 2, "steps": t} for t in (100, 20)]
+    # the fast preset's own schedule: 15 levels × 40 steps at its anneal_dt
+    fast = make_config("fast")
+    out.append({"name": f"ald 15×{fast.anneal_steps} (fast preset)", "kind": "ald", "stride": 2,
+                "steps": fast.anneal_steps, "dt": fast.anneal_dt})  # fmt: skip
     out += [{"name": "pf-heun 30", "kind": "pf", "stride": 1},
             {"name": "pf-heun 15", "kind": "pf", "stride": 2},
             {"name": "pc 30×(1+1)", "kind": "pc", "stride": 1, "correctors": 1},
@@ -170,7 +176,7 @@ def run_schedule(model: LCD, spec: dict, seed: int, n_cells: int) -> tuple[np.nd
     t0 = time.perf_counter()
     if spec["kind"] == "ald":
         steps = spec["steps"]
-        dt = PAPER_DT * PAPER_STEPS / steps
+        dt = spec.get("dt", PAPER_DT * PAPER_STEPS / steps)
         etas = jnp.asarray(dt * (np.asarray(sigmas) / model.sigmas[-1]) ** 2, jnp.float32)
         z0 = jax.random.normal(jax.random.fold_in(key, 1), shape.shape)
         z = ald(params, seen, targets, sigmas, temb, etas, key, z0, steps=steps,

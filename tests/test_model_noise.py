@@ -110,6 +110,27 @@ def test_generator_shapes_and_residual_structure():
                                np.asarray(plain), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("wide_layers", [0, 1])
+def test_stacked_generator_init_is_bit_identical_to_per_condition_init(wide_layers):
+    """The vmapped stacked init equals initializing each condition's generator with its key."""
+    config = make_config("tiny", generator_wide_layers=wide_layers, generator_wide_hidden=7)
+    m, d = 4, 9
+    key = jax.random.PRNGKey(5)
+    stacked = init_noise_state(key, m, d, config)["gen"]
+    # the same key derivation as init_noise_state: first split → generators, second → logit π
+    per_condition_keys = jax.random.split(jax.random.split(key)[0], m)
+    for e, k in enumerate(per_condition_keys):
+        one = init_generator(k, d, config.generator_hidden, config.generator_layers,
+                             config.generator_wide_layers, config.generator_wide_hidden)
+        assert set(one) == set(stacked)
+        for name, value in one.items():
+            got = np.asarray(stacked[name][e])
+            assert got.shape == value.shape and got.dtype == value.dtype, name
+            np.testing.assert_array_equal(got, np.asarray(value), err_msg=name)
+    # different conditions get different draws (the keys really are per condition)
+    assert not np.array_equal(np.asarray(stacked["inp_w"][0]), np.asarray(stacked["inp_w"][1]))
+
+
 def test_lazy_adam_equals_dense_optax_adam():
     """Touching one condition per step with b2^Δ catch-up equals a full optax Adam pass."""
     config = make_config("tiny", noise_steps=12, noise_warmup=3, mc_samples=16,

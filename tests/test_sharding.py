@@ -22,7 +22,7 @@ from lcdiff.errors import ConfigError
 from lcdiff.model.config import make_config
 from lcdiff.model.dsm import make_score_step, score_optimizer
 from lcdiff.model.lcd import LCD
-from lcdiff.model.noise import init_noise_state, sample_all_states
+from lcdiff.model.noise import init_noise_state, make_noise_step, sample_all_states
 from lcdiff.model.score import init_score_params, noise_levels
 from lcdiff.model.sharding import check_batch_divisible, device_mesh
 from lcdiff.model.standardize import Standardizer
@@ -62,6 +62,9 @@ SCRIPT = textwrap.dedent(
         pred = model.predict({labels!r}, n_cells=8, seed=3)
         out[f"{{name}}_state"] = pred.obsm["lcd_state"]
         out[f"{{name}}_out"] = np.asarray(model._score_params["out"]["w"])
+        if model._noise is not None:  # stage A ran with its M prior samples split over 4 devices
+            out[f"{{name}}_gen"] = np.asarray(model._noise["gen"]["proj_w"])
+            out[f"{{name}}_pi"] = np.asarray(model._noise["logit_pi"])
     mesh = device_mesh(4)
     out["split_devices"] = len(put_split(np.zeros((8, 3)), mesh).sharding.device_set)
     # the stage-B step is data parallel: its compiled program all-reduces the gradients
@@ -75,6 +78,18 @@ SCRIPT = textwrap.dedent(
     step = make_stream_score_step(config, "cells", mesh)
     hlo = step.lower(state, data, jax.random.PRNGKey(0)).compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
+    # the stage-A step splits the M prior samples: its program reduces across the devices
+    from lcdiff.model.noise import init_noise_state, make_noise_step
+    from lcdiff.model.sharding import replicated
+    noise_state = put_replicated(init_noise_state(jax.random.PRNGKey(0), 2, 6, config), mesh)
+    noise_data = put_replicated((np.ones((10, 6), np.float32), np.array([0, 5], np.int32),
+                                 np.array([5, 5], np.int32), np.ones(6, np.float32)), mesh)
+    noise_step = make_noise_step(config, "matrix", mesh)
+    lowered = noise_step.lower(noise_state, noise_data, jax.random.PRNGKey(0))
+    noise_hlo = lowered.compile().as_text()
+    out["noise_all_reduce"] = "all-reduce" in noise_hlo
+    new_state, _ = noise_step(noise_state, noise_data, jax.random.PRNGKey(0))
+    out["noise_state_replicated"] = new_state["gen"]["proj_w"].sharding == replicated(mesh)
     np.savez({path!r}, **out)
     """
 )
@@ -121,11 +136,23 @@ def test_one_and_four_devices_give_the_same_fit_and_prediction(
     four = dict(np.load(path))
     assert int(four["split_devices"]) == 4  # inputs really are split over 4 devices
     assert bool(four["all_reduce"])
+    assert bool(four["noise_all_reduce"])  # stage A really is split (its M samples) over 4 devices
+    assert bool(four["noise_state_replicated"])
     for name, kw in (("zip", {}), ("cells", {"noise_model": None})):
         here = LCD(tiny_screen_fixture, preset="tiny", seed=0, **SHORT, **kw).fit(progress=False)
         state = here.predict(LABELS, n_cells=8, seed=3).obsm["lcd_state"]
         out_w = here._score_params["out"]["w"]
         np.testing.assert_allclose(four[f"{name}_out"], out_w, rtol=1e-4, atol=1e-5, err_msg=name)
+        if here._noise is not None:  # stage A alone: generators and π after 20 sharded steps
+            np.testing.assert_allclose(four[f"{name}_gen"], here._noise["gen"]["proj_w"],
+                                       rtol=1e-4, atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(four[f"{name}_pi"], here._noise["logit_pi"],
+                                       rtol=1e-4, atol=1e-5, err_msg=name)
+            # and the stage-A parameters moved away from their initialization (20 steps)
+            init = init_noise_state(jax.random.split(jax.random.split(jax.random.PRNGKey(0),
+                                                                      3)[0])[0],
+                                    len(here.train_labels), len(here.genes), here.config)
+            assert np.abs(np.asarray(init["gen"]["proj_w"]) - four[f"{name}_gen"]).max() > 1e-3
         np.testing.assert_allclose(four[f"{name}_state"], state, rtol=1e-4, atol=1e-4, err_msg=name)
         # another Langevin seed lands far away: the tolerance above is meaningful
         other = here.predict(LABELS, n_cells=8, seed=4).obsm["lcd_state"]
@@ -139,6 +166,8 @@ def test_device_count_is_validated():
         make_config("tiny", devices=0)
     with pytest.raises(ConfigError, match="multiple of 4"):
         check_batch_divisible(30, _FakeMesh(4))
+    with pytest.raises(ConfigError, match="mc_samples=30 .*multiple of 4"):
+        make_noise_step(make_config("tiny", mc_samples=30), "matrix", _FakeMesh(4))
     assert (
         make_config("tiny", devices=None).training_fingerprint()
         == make_config("tiny", devices=1).training_fingerprint()

@@ -101,6 +101,9 @@ def _drift_batch(params, seen, targets, z, sigma, temb):
     return score_from_parts(params, z, sigma, temb, inject)
 
 
+NOISE_MODEL_NAMES = {"zip": "zero-inflated Poisson", "zinb": "zero-inflated negative-binomial"}
+
+
 class LCD:
     """Latent causal diffusion fitted on every condition of a prepared screen.
 
@@ -368,13 +371,14 @@ class LCD:
             state = init_noise_state(k_init, len(self._cells), d, c)
         sizes = np.array([len(x) for x in self._cells], np.int32)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
-        data = (
-            jnp.asarray(np.concatenate(self._cells)),
-            jnp.asarray(offsets),
-            jnp.asarray(sizes),
-            jnp.asarray(unit_scale),
+        # data parallel over the M prior samples (lcdiff.model.sharding); one device = plain jit
+        mesh = device_mesh(c.devices)
+        data = put_replicated(
+            (np.concatenate(self._cells), offsets, sizes, np.asarray(unit_scale, np.float32)),
+            mesh,
         )
-        step = make_noise_step(c)
+        state = put_replicated(state, mesh)
+        step = make_noise_step(c, "matrix", mesh)
         state, losses = run_stage(
             STAGE_A,
             step,
@@ -559,7 +563,7 @@ class LCD:
             x = states.reshape(k * n, d)
             info["layers"] = {
                 "X": "sampled latent states (the training screen's X space)",
-                "obsm/lcd_state": "standardized latent states z (SDE space)",
+                "obsm_lcd_state": "standardized latent states z (SDE space)",
             }
             adata = AnnData(X=x, obs=obs, var=var)
         else:
@@ -581,9 +585,10 @@ class LCD:
             )
             info["layers"] = {
                 "X": "log1p of counts per 10k (library size over the modelled genes)",
-                "counts": "counts decoded from the latent states by the zero-inflated Poisson "
-                "noise model",
-                "obsm/lcd_state": "standardized latent states z (SDE space)",
+                "counts": "counts decoded from the latent states by the "
+                + NOISE_MODEL_NAMES.get(self.config.noise_model, str(self.config.noise_model))
+                + " noise model",
+                "obsm_lcd_state": "standardized latent states z (SDE space)",
             }
             adata = AnnData(X=log1p_cp10k(counts), obs=obs, var=var)
             adata.layers["counts"] = counts

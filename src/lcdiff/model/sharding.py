@@ -1,17 +1,21 @@
 """Running LCD on several devices: a one-axis device mesh and the shardings that use it.
 
-Every device holds a full copy of the (small) score-network parameters and of the training data;
-what is split is the work:
+Every device holds a full copy of the (small) generator and score-network parameters and of
+the training data; what is split is the work:
 
 - stage B training is data-parallel: each step's batch of ``score_batch_size`` states is split
   along its first axis over the mesh axis ``"data"`` (``score_batch_size`` must be a multiple of
   the number of devices); XLA inserts the gradient all-reduce;
+- stage A training splits each step's M prior samples (``mc_samples``, a multiple of the
+  number of devices) over the mesh: every device runs the drawn condition's generator on its
+  share of the samples; the logsumexp over M and the gradients are reduced across devices. The
+  generators and optimizer state are replicated (they are small: one MLP per condition).
 - prediction (annealed Langevin) splits the conditions of each compiled chunk over the devices;
   a condition's chains never talk to another condition's, so no communication is needed.
 
 The random numbers of a step are drawn from the same keys whatever the mesh, so one and several
 devices give the same results up to the order of floating-point sums (tested with 1 and 4 CPU
-devices). Stage A (one small generator per step) stays on the first device of the mesh.
+devices).
 
 Several hosts: start every process with the same program and call
 ``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` before anything
@@ -107,11 +111,16 @@ def to_host(array: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
+def check_divisible(size: int, mesh: Mesh, name: str) -> None:
+    """Refuse a configuration value ``name`` = ``size`` that cannot be split over the devices."""
+    n = mesh_size(mesh)
+    if size % n:
+        raise ConfigError(
+            f"{name}={size} cannot be split evenly over {n} devices; choose a multiple of {n} "
+            f"(e.g. {-(-size // n) * n}) or set devices= to a divisor."
+        )
+
+
 def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
     """Refuse a stage-B batch that cannot be split evenly over the devices."""
-    n = mesh_size(mesh)
-    if batch_size % n:
-        raise ConfigError(
-            f"score_batch_size={batch_size} cannot be split evenly over {n} devices; choose a "
-            f"multiple of {n} (e.g. {-(-batch_size // n) * n}) or set devices= to a divisor."
-        )
+    check_divisible(batch_size, mesh, "score_batch_size")
