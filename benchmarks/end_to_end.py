@@ -49,6 +49,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from lcdiff._io import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SIM_SETTINGS = {
     "n_genes": 1000,
@@ -219,8 +221,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     for dataset in args.datasets:
         record["runs"].append(measure(dataset, args))
-        _atomic_write(RESULTS / "end_to_end.json", json.dumps(record, indent=2))
-        _atomic_write(RESULTS / "end_to_end.md", _markdown(record))
+        atomic_write_text(RESULTS / "end_to_end.json", json.dumps(record, indent=2))
+        atomic_write_text(RESULTS / "end_to_end.md", _markdown(record))
 
 
 def _mb(value) -> str:
@@ -265,12 +267,6 @@ def _markdown(record: dict) -> str:
             )
         lines.append("")
     return "\n".join(lines)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from lcdiff._io import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 N_GENES = 64
 N_STATES = 1000
@@ -154,8 +156,8 @@ def main() -> None:
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
-    _atomic_write(RESULTS / "memory_conditions.json", json.dumps(record, indent=2))
-    _atomic_write(RESULTS / "memory_conditions.md", _markdown(record))
+    atomic_write_text(RESULTS / "memory_conditions.json", json.dumps(record, indent=2))
+    atomic_write_text(RESULTS / "memory_conditions.md", _markdown(record))
 
 
 def _markdown(record: dict) -> str:
@@ -193,12 +195,6 @@ def _markdown(record: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

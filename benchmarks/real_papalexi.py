@@ -33,13 +33,14 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln
+
+from lcdiff._io import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -120,14 +121,6 @@ def read_gmt_sets(path: Path, ids: tuple[str, ...]) -> dict[str, set[str]]:
             if fields[0] in ids:
                 sets[f"{fields[0]} {fields[1]}"] = set(fields[2:])
     return sets
-
-
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def md_table(frame: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
@@ -635,11 +628,11 @@ def main(argv=None) -> int:
     results["note"] = closing_note(results)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / f"{args.name}.md", render(results, command))
+    atomic_write_text(args.out / f"{args.name}.md", render(results, command))
     clean = {k: v for k, v in results.items()}
     clean["papalexi"] = {k: v for k, v in results["papalexi"].items() if k != "_tables"}
     clean["gasperini"] = {k: v for k, v in results["gasperini"].items() if k != "_table"}
-    write_atomic(
+    atomic_write_text(
         args.out / f"{args.name}.json",
         json.dumps(_finite(clean), indent=2, default=_json_default, allow_nan=False) + "\n",
     )

@@ -53,6 +53,7 @@ from lcdiff.model.lcd import LCD  # noqa: E402
 from lcdiff.model.score import condition_injections, level_embeddings, score_from_parts  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lcdiff._io import atomic_write_text
 from test_model_gaussian import HELDOUT, GaussianFamily  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -245,8 +246,8 @@ def main() -> None:
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
-    _atomic_write(RESULTS / "sampler_quality.json", json.dumps(record, indent=2))
-    _atomic_write(RESULTS / "sampler_quality.md", _markdown(record))
+    atomic_write_text(RESULTS / "sampler_quality.json", json.dumps(record, indent=2))
+    atomic_write_text(RESULTS / "sampler_quality.md", _markdown(record))
     print(_markdown(record))
 
 
@@ -276,12 +277,6 @@ def _markdown(r: dict) -> str:
             f"{row['seconds_median']:.2f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lcdiff._io import atomic_write_text
 from lcdiff.model.config import make_config  # noqa: E402
 from lcdiff.model.dsm import score_optimizer  # noqa: E402
 from lcdiff.model.noise import init_noise_state, make_noise_step  # noqa: E402
@@ -215,8 +216,8 @@ def main() -> None:
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
-    _atomic_write(RESULTS / "step_flops.json", json.dumps(record, indent=2))
-    _atomic_write(RESULTS / "step_flops.md", _markdown(record))
+    atomic_write_text(RESULTS / "step_flops.json", json.dumps(record, indent=2))
+    atomic_write_text(RESULTS / "step_flops.md", _markdown(record))
     print(_markdown(record))
 
 
@@ -248,12 +249,6 @@ def _markdown(r: dict) -> str:
             f"{row['achieved_flops_per_s'] / 1e9:.1f} | {row['fraction_of_peak']:.2f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
