@@ -165,6 +165,102 @@ def test_clipr_refuses_unfitted_or_foreign_models():
 
 
 # ---------------------------------------------------------------------------------------------
+# Paper method: the reference point of the linearization
+# ---------------------------------------------------------------------------------------------
+class FarFieldOracle(LinearSDEOracle):
+    """Affine drift inside a box around the data; half as strong (saturating) far outside it.
+
+    The fixed points (stationary means) sit inside the box, so they stay exact zeros of the
+    drift; the state origin sits outside it, where the drift stops being affine, as a learned
+    drift does when it extrapolates.
+    """
+
+    box = 40.0
+
+    def _state_drift(self, s, labels):
+        base = super()._state_drift(s, labels)
+        outside = np.max(np.abs(s - self.state_mean), axis=-1, keepdims=True) > self.box
+        return np.where(outside, 0.5 * base, base)
+
+
+def far_system(d=8, seed=0, cls=LinearSDEOracle, **kwargs):
+    """Every mean far from the origin (bias pushes the states out to ≈ 100)."""
+    drift, bias, shifts = random_stable_system(d, seed)
+    far_bias = bias - drift @ np.full(d, 100.0)  # moves every stationary mean by +100
+    return cls(drift, far_bias, shifts, [f"G{i}" for i in range(d)], **kwargs)
+
+
+@pytest.mark.parametrize("reference", ["origin", "control"])
+def test_paper_clipr_is_exact_on_an_affine_drift_for_either_reference(reference):
+    model = oracle(d=12, mode="drift")
+    res = clipr(model, tikhonov=0.0, reference=reference, return_details=True)
+    np.testing.assert_allclose(res.drift, model.a, atol=1e-6)
+    np.testing.assert_allclose(res.bias, model.b, atol=1e-6)
+    _, _, shifts = random_stable_system(12, seed=0)
+    np.testing.assert_allclose(res.shifts, np.diag(shifts), atol=1e-6)
+    # The drift was read where asked, and the result says so.
+    point = np.zeros(12) if reference == "origin" else model.state_mean
+    np.testing.assert_allclose(res.extra["reference_point"], point)
+    expected_f = model._state_drift(np.broadcast_to(point, (12, 1, 12)), res.queries)[:, 0].T
+    np.testing.assert_allclose(res.f0, expected_f, atol=1e-9)
+    assert res.params["reference"] == reference
+    # The stored fixed points are the uncentred ones for both references.
+    np.testing.assert_allclose(res.fixed_points, model.stationary_means(res.queries).T)
+
+
+def test_default_reference_is_the_published_origin_estimator():
+    model = oracle(d=10, mode="score", n_targets=6)
+    tau = 1e-3
+    # The published read-out written out independently: F0 = drift at s = 0, X uncentred.
+    x = model.stationary_means(model.trained_targets).T
+    f0 = model._state_drift(np.zeros((6, 1, 10)), model.trained_targets)[:, 0, :].T
+    expected = -f0 @ x.T @ np.linalg.inv(x @ x.T + tau * np.eye(10))
+    default = clipr(model, tikhonov=tau, return_details=True)
+    np.testing.assert_allclose(default.drift, expected, atol=1e-8)
+    explicit = clipr(model, tikhonov=tau, reference="origin").to_numpy()
+    np.testing.assert_array_equal(explicit, default.effects.to_numpy())
+    # With fewer queries than genes the two references solve different regressions.
+    control = clipr(model, tikhonov=tau, reference="control").to_numpy()
+    assert not np.allclose(control, explicit, atol=1e-3)
+
+
+def test_control_reference_is_exact_where_the_origin_is_outside_the_affine_region():
+    model = far_system(cls=FarFieldOracle)
+    assert np.abs(model.state_mean).min() > 50  # the origin is far outside the box
+    at_control = clipr(model, tikhonov=0.0, reference="control", return_details=True)
+    np.testing.assert_allclose(at_control.drift, model.a, atol=1e-6)
+    at_origin = clipr(model, tikhonov=0.0, return_details=True)
+    np.testing.assert_allclose(at_origin.drift, 0.5 * model.a, atol=1e-6)  # the far-field slope
+
+
+def test_reference_is_recorded_in_the_screen():
+    import anndata as ad
+    import pandas as pd
+
+    model = oracle(d=6)
+    screen = ad.AnnData(np.zeros((2, 6)), var=pd.DataFrame(index=model.genes))
+    clipr(model, tikhonov=0.0, screen=screen)
+    clipr(model, tikhonov=0.0, reference="control", screen=screen)
+    record = screen.uns["clipr"]
+    assert record["clipr_paper"]["reference"] == "origin"
+    assert record["clipr_paper_control"]["reference"] == "control"
+    np.testing.assert_allclose(screen.varp["clipr_paper_control"], model.a.T, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"reference": "mean"}, "Unknown CLIPR reference 'mean'.*'origin'.*'control'"),
+        ({"reference": None}, "Unknown CLIPR reference"),
+        ({"method": "moments", "reference": "control"}, "applies to method='paper' only"),
+    ],
+)
+def test_clipr_rejects_a_bad_reference(kwargs, match):
+    with pytest.raises(CliprError, match=match):
+        clipr(oracle(d=5), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
 # Moments estimator
 # ---------------------------------------------------------------------------------------------
 def exact_moments(model, targets):

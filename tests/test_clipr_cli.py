@@ -61,9 +61,20 @@ def test_cli_moments_method(oracle_dir, tmp_path):
                  "--n-cells", "300", "-o", str(out), "--force"]) == 0
 
 
+def test_cli_reference_control(oracle_dir, tmp_path, capsys):
+    folder, model = oracle_dir
+    out = tmp_path / "effects.csv"
+    assert main(["clipr", str(folder), "--tikhonov", "0", "--reference", "control",
+                 "-o", str(out)]) == 0
+    assert "drift at the control" in capsys.readouterr().out
+    np.testing.assert_allclose(pd.read_csv(out, index_col=0).to_numpy(), model.a.T, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["--reference", "middle"], "--reference must be one of ('origin', 'control')"),
+        (["--method", "moments", "--reference", "control"], "--method paper only"),
         (["--method", "magic"], "--method"),
         (["--solver", "lasso"], "--solver"),
         (["--method", "moments", "--moments-from", "guess"], "moments_from"),

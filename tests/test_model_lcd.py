@@ -277,3 +277,31 @@ def test_zinb_noise_model_fits_saves_and_loads(screen, tmp_path):
     assert wider.layers["counts"].var() > before.layers["counts"].var()
     with pytest.raises(ConfigError, match="zinb"):
         LCD(screen, preset="tiny", noise_model="nb")
+
+
+# --------------------------------------------------------------------------------------------
+def test_noise_model_from_reuses_stage_a_exactly(fitted, screen):
+    """Reusing a same-seed stage A equals a full fit with the new stage-B settings."""
+    full = LCD(screen, preset="tiny", seed=0, score_steps=25, n_levels=6).fit(progress=False)
+    reused = LCD(screen, preset="tiny", seed=0, score_steps=25, n_levels=6)
+    reused.fit(progress=False, noise_model_from=fitted)
+    assert reused._noise is fitted._noise
+    _assert_same_params(reused, full)
+    np.testing.assert_array_equal(
+        reused.predict(["G0+G2"], n_cells=10).X, full.predict(["G0+G2"], n_cells=10).X
+    )
+    assert reused.training_losses["noise"] == fitted.training_losses["noise"]
+
+
+def test_noise_model_from_refuses_mismatches(fitted, screen):
+    with pytest.raises(ConfigError, match="stage-A hyperparameters.*mc_samples"):
+        LCD(screen, preset="tiny", mc_samples=32).fit(progress=False, noise_model_from=fitted)
+    other_data = tiny_screen(seed=1)
+    with pytest.raises(ConfigError, match="other training data"):
+        LCD(other_data, preset="tiny").fit(progress=False, noise_model_from=fitted)
+    with pytest.raises(ConfigError, match="must be a fitted LCD"):
+        LCD(screen, preset="tiny").fit(progress=False, noise_model_from=LCD(screen, preset="tiny"))
+    with pytest.warns(UserWarning, match="seed 0 in a fit with seed 3"):
+        LCD(screen, preset="tiny", seed=3, score_steps=2).fit(
+            progress=False, noise_model_from=fitted
+        )

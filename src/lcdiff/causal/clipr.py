@@ -11,6 +11,19 @@ of state space, both in state units. If the drift were affine with one shared ma
 ``A = −F0 Xᵀ (X Xᵀ + τ I)⁻¹`` (or a pseudo-inverse / truncated SVD). The reported matrix is
 ``Aᵀ``: row = source gene, column = target gene.
 
+Where the drift is linearized is the ``reference`` option of the paper method. ``"origin"``
+(default) is the published estimator above: the drift at the state origin ``s = 0``. Where
+that point lies relative to the data depends on the state coordinates; far outside it, a
+learned drift only extrapolates. ``"control"`` evaluates the drift at the control mean ``r``
+(``z = 0`` in standardized space, the point the reference code also uses for its
+standardized-space output) and centres the fixed points there: under the same affine model
+``f_q(r) = A r + b + c_q = −A (x*_q − r)``, so the solve is ``F_r = −A (X − r 1ᵀ)``. On an
+exactly affine drift both references return the same ``A``; they differ when the drift is
+only locally linear. The control reference does not depend on where the coordinate origin is,
+but it is not more accurate in general: at the control mean the drift of an unperturbed gene
+is ≈ 0, so with fewer queries than genes its row of ``A`` is left ≈ 0
+(benchmarks/results/clipr_reference.md).
+
 ``method="moments"``: the directed estimator of :mod:`lcdiff.causal.moments`, fed with the
 model's stationary moments (control covariance and the mean of each single-gene query).
 
@@ -33,6 +46,8 @@ from lcdiff.errors import LcdiffError, NotFittedError
 
 SOLVERS = ("tikhonov", "pinv", "tsvd")
 METHODS = ("paper", "moments")
+#: Where the paper method evaluates the drift: the state origin (published) or the control mean.
+REFERENCES = ("origin", "control")
 
 
 class CliprError(LcdiffError, ValueError):
@@ -54,7 +69,8 @@ def clipr_solve(
     Parameters
     ----------
     f0
-        ``F0`` [d, k]: drift at the origin of each single-gene query (columns = queries).
+        ``F0`` [d, k]: drift at the origin of each single-gene query (columns = queries); for
+        another reference point ``r``, pass the drift there and ``X − r 1ᵀ`` as ``fixed_points``.
     fixed_points
         ``X`` [d, k]: fixed point of each query, same column order.
     tikhonov
@@ -167,15 +183,16 @@ class CliprResult:
     shifts
         ``C`` [d, k]: ``c_q = −A (x*_q − x*_ctrl)``.
     f0
-        ``F0`` [d, k]: drift at the state origin (paper method; ``None`` for moments).
+        ``F0`` [d, k]: drift at the reference point (paper method; ``None`` for moments).
     fixed_points
-        ``X`` [d, k]: query fixed points (paper) or stationary means (moments).
+        ``X`` [d, k]: query fixed points (paper) or stationary means (moments), uncentred.
     fixed_point_ctrl
         [d]: control fixed point (paper) or control mean (moments).
     method, params
-        The estimator and the options it ran with.
+        The estimator and the options it ran with (paper: ``params["reference"]``).
     extra
-        Method-specific extras (for moments: the covariance used, the fitted ``u``, residual).
+        Method-specific extras (paper: ``reference_point`` [d], the state where the drift was
+        read, and ``f0_ctrl``; moments: the covariance used, the fitted ``u``, residual).
     """
 
     effects: pd.DataFrame
@@ -240,6 +257,7 @@ def clipr(
     tikhonov: float = 1e-2,
     solver: str = "tikhonov",
     tsvd: float | None = None,
+    reference: str = "origin",
     screen=None,
     key_added: str | None = None,
     return_details: bool = False,
@@ -271,12 +289,20 @@ def clipr(
         ``"tikhonov"``, ``"pinv"`` or ``"tsvd"`` (paper method).
     tsvd
         Fraction of singular values kept by ``solver="tsvd"``.
+    reference
+        Where the paper method reads the drift. ``"origin"`` (default): the state origin
+        ``s = 0``, the published estimator. ``"control"``: the control mean (``z = 0``), with
+        the fixed points centred there (``F_r = −A (X − r 1ᵀ)``); an lcdiff option for models
+        whose states lie far from the origin, where the learned drift is extrapolating. Both
+        give the same ``A`` on an exactly affine drift. Only ``"origin"`` is accepted by the
+        moments method (it reads no drift at a point).
     screen
         Optional AnnData whose ``var_names`` are the model's genes (any order); the causal
         matrix is written to ``screen.varp[key_added]`` and the options to
         ``screen.uns["clipr"][key_added]``.
     key_added
-        Key for ``screen``; defaults to ``"clipr_<method>"``.
+        Key for ``screen``; defaults to ``"clipr_<method>"`` (``"clipr_paper_control"`` for
+        ``reference="control"``).
     return_details
         Return a :class:`CliprResult` (intermediate matrices included) instead of the frame.
     n_cells
@@ -320,19 +346,20 @@ def clipr(
     Raises
     ------
     CliprError
-        For an unknown method or options, or a model without trained targets.
+        For an unknown method, reference or options, or a model without trained targets.
     NotFittedError
         If the model is not fitted.
     """
     if method not in METHODS:
         raise CliprError(f"Unknown CLIPR method {method!r}; choose 'paper' or 'moments'.")
+    check_reference(reference, method)
     _check_model(model)
     queries = query_labels(model)
     genes = list(model.genes)
     mean = np.asarray(model.state_mean, dtype=np.float64)
     scale = np.asarray(model.state_scale, dtype=np.float64)
     if method == "paper":
-        result = _clipr_paper(model, queries, mean, scale, tikhonov, solver, tsvd)
+        result = _clipr_paper(model, queries, mean, scale, tikhonov, solver, tsvd, reference)
     else:
         if moments_from not in ("samples", "score"):
             raise CliprError(
@@ -349,19 +376,40 @@ def clipr(
         )
     result.effects = causal_frame(result.drift, genes)
     if screen is not None:
-        _write_to_screen(screen, result, genes, key_added or f"clipr_{method}")
+        default_key = f"clipr_{method}" if reference == "origin" else f"clipr_{method}_{reference}"
+        _write_to_screen(screen, result, genes, key_added or default_key)
     return result if return_details else result.effects
 
 
-def _clipr_paper(model, queries, mean, scale, tikhonov, solver, tsvd) -> CliprResult:
+def check_reference(reference: str, method: str = "paper") -> None:
+    """Raise :class:`CliprError` unless ``reference`` is valid for ``method``."""
+    if reference not in REFERENCES:
+        raise CliprError(
+            f"Unknown CLIPR reference {reference!r}; choose 'origin' (drift at the state "
+            "origin, the published estimator) or 'control' (drift at the control mean)."
+        )
+    if method != "paper" and reference != "origin":
+        raise CliprError(
+            f"reference={reference!r} applies to method='paper' only; the {method} method "
+            "reads no drift at a point. Drop the reference option or use method='paper'."
+        )
+
+
+def _clipr_paper(
+    model, queries, mean, scale, tikhonov, solver, tsvd, reference="origin"
+) -> CliprResult:
     labels = [model.control, *queries]
     z_star = np.asarray(model.fixed_points(labels), dtype=np.float64)  # [k + 1, d]
     fixed = (mean + scale * z_star).T  # state units, [d, k + 1]
-    # Drift at the state origin s = 0, i.e. z = −m / v, transformed like a score (÷ v).
-    z_origin = np.broadcast_to(-mean / scale, (len(labels), 1, mean.size))
-    drift_z = np.asarray(model.drift(z_origin, labels, level=-1), dtype=np.float64)[:, 0, :]
-    f0 = (drift_z / scale).T  # [d, k + 1]
-    a = clipr_solve(f0[:, 1:], fixed[:, 1:], tikhonov=tikhonov, method=solver, tsvd=tsvd)
+    # The reference point r in state units and in standardized space: the origin s = 0
+    # (z = −m / v, the published choice) or the control mean s = m (z = 0).
+    point = np.zeros_like(mean) if reference == "origin" else mean
+    z_ref = np.broadcast_to((point - mean) / scale, (len(labels), 1, mean.size))
+    drift_z = np.asarray(model.drift(z_ref, labels, level=-1), dtype=np.float64)[:, 0, :]
+    f0 = (drift_z / scale).T  # transformed like a score (÷ v), [d, k + 1]
+    # f_q(r) = −A (x*_q − r); at the origin this is the published F0 = −A X unchanged.
+    centred = fixed if reference == "origin" else fixed - point[:, None]
+    a = clipr_solve(f0[:, 1:], centred[:, 1:], tikhonov=tikhonov, method=solver, tsvd=tsvd)
     b, c = bias_and_shifts(a, fixed[:, 0], fixed[:, 1:])
     return CliprResult(
         effects=pd.DataFrame(),
@@ -373,8 +421,8 @@ def _clipr_paper(model, queries, mean, scale, tikhonov, solver, tsvd) -> CliprRe
         fixed_points=fixed[:, 1:],
         fixed_point_ctrl=fixed[:, 0],
         method="paper",
-        params={"tikhonov": tikhonov, "solver": solver, "tsvd": tsvd},
-        extra={"f0_ctrl": f0[:, 0]},
+        params={"tikhonov": tikhonov, "solver": solver, "tsvd": tsvd, "reference": reference},
+        extra={"f0_ctrl": f0[:, 0], "reference_point": point},
     )
 
 

@@ -43,6 +43,11 @@ def clipr_command(
     tsvd: float | None = typer.Option(
         None, "--tsvd", help="Fraction of singular values for 'tsvd'."
     ),
+    reference: str = typer.Option(
+        "origin", "--reference", help="Paper method: where the drift is read. 'origin' (the "
+        "state origin, the published estimator) or 'control' (the control mean, inside the "
+        "data; fixed points centred there)."
+    ),
     moments_from: str = typer.Option(
         "score", "--moments-from", help="Moments method: 'score' (fixed points + score "
         "Jacobian) or 'samples' (stationary samples)."
@@ -57,22 +62,29 @@ def clipr_command(
 
     Entry (i, j) is the direct effect of gene i (row, source) on gene j (column, target).
     """
-    from lcdiff.causal.clipr import METHODS, SOLVERS, CliprError, clipr
+    from lcdiff.causal.clipr import METHODS, REFERENCES, SOLVERS, CliprError, clipr
     from lcdiff.errors import DataFormatError
 
     if method not in METHODS:
         raise CliprError(f"--method must be one of {METHODS}; got {method!r}.")
     if solver not in SOLVERS:
         raise CliprError(f"--solver must be one of {SOLVERS}; got {solver!r}.")
+    if reference not in REFERENCES:
+        raise CliprError(f"--reference must be one of {REFERENCES}; got {reference!r}.")
+    if reference != "origin" and method != "paper":
+        raise CliprError(
+            f"--reference {reference} applies to --method paper only; drop it for {method}."
+        )
     if out.suffix.lower() != ".csv":
         raise DataFormatError(f"Output {str(out)!r} must be a .csv file, e.g. 'effects.csv'.")
     check_output(out, force)
     model = load_model(model_dir)
     effects = clipr(
         model, method=method, tikhonov=tikhonov, solver=solver, tsvd=tsvd,
-        moments_from=moments_from, n_cells=n_cells, seed=seed,
+        reference=reference, moments_from=moments_from, n_cells=n_cells, seed=seed,
     )
     write_csv(effects, out)
+    what = method if method != "paper" else f"paper, drift at the {reference}"
     typer.echo(
-        f"Wrote the {effects.shape[0]} × {effects.shape[1]} CLIPR matrix ({method}) to {out}."
+        f"Wrote the {effects.shape[0]} × {effects.shape[1]} CLIPR matrix ({what}) to {out}."
     )

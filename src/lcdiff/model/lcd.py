@@ -50,7 +50,7 @@ from lcdiff.errors import (
     UnknownPerturbationError,
 )
 from lcdiff.model import io as model_io
-from lcdiff.model.config import LCDConfig, make_config
+from lcdiff.model.config import NOISE_FIELDS, LCDConfig, make_config
 from lcdiff.model.dsm import score_optimizer
 from lcdiff.model.noise import decode as zip_decode
 from lcdiff.model.noise import (
@@ -263,6 +263,7 @@ class LCD:
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = True,
+        noise_model_from: LCD | None = None,
     ) -> LCD:
         """Train stage A (unless ``noise_model=None``) and stage B.
 
@@ -276,6 +277,12 @@ class LCD:
         resume
             Continue from the checkpoints in ``checkpoint_dir`` if present (they must come from
             the same data, configuration and seed); ``False`` starts afresh and overwrites them.
+        noise_model_from
+            A fitted LCD on the same training screen whose stage A (noise model) is reused:
+            only stage B is trained. Stage A is the expensive part of a fit, so this is how to
+            try other score-model or sampler settings (``n_levels``, ``score_steps``, ...).
+            The stage-A hyperparameters must be equal. With the same ``seed`` the result is
+            identical to a full fit.
 
         Returns
         -------
@@ -287,6 +294,9 @@ class LCD:
             If a loss becomes non-finite (the message names the stage and step).
         ModelFileError
             If a checkpoint is corrupt or was written for other data, configuration or seed.
+        ConfigError
+            If ``noise_model_from`` is not a fitted LCD on the same data with the same stage-A
+            hyperparameters.
         """
         if self._cells is None:
             raise ModelError(
@@ -300,6 +310,9 @@ class LCD:
             "seed": self.seed,
             "data": self._data_fingerprint(),
         }
+        if noise_model_from is not None and noise_model_from.seed != self.seed:
+            # another seed's stage A: a stage-B checkpoint of a full fit must not be resumed
+            fingerprint["noise_seed"] = noise_model_from.seed
         key = jax.random.PRNGKey(self.seed)
         k_noise, k_states, k_score = jax.random.split(key, 3)
 
@@ -307,7 +320,10 @@ class LCD:
             source = CellStates(self._cells)
             self._noise = None
         else:
-            self._noise = self._fit_noise(k_noise, folder, resume, fingerprint, progress)
+            if noise_model_from is not None:
+                self._noise = self._reused_noise(noise_model_from)
+            else:
+                self._noise = self._fit_noise(k_noise, folder, resume, fingerprint, progress)
             source = GeneratorStates(
                 self._noise["gen"], k_states, c.n_states, c.generator_hidden
             )
@@ -401,6 +417,36 @@ class LCD:
             # NB dispersion, only with the opt-in noise_model="zinb"
             **({"log_theta": np.asarray(state["log_theta"])} if "log_theta" in state else {}),
         }
+
+    def _reused_noise(self, other: LCD) -> dict:
+        """The fitted stage A of ``other``, after checking it was trained like ours would be."""
+        if not isinstance(other, LCD) or not other.is_fitted or other._noise is None:
+            raise ConfigError(
+                "noise_model_from must be a fitted LCD with a noise model (noise_model 'zip' or "
+                f"'zinb'), got {other!r}."
+            )
+        if other._cells is None or other._data_fingerprint() != self._data_fingerprint():
+            raise ConfigError(
+                "noise_model_from was fitted on other training data (genes, conditions or "
+                "cells differ, or it was loaded from disk); pass a model fitted on the same "
+                "training screen."
+            )
+        ours, theirs = self.config.to_dict(), other.config.to_dict()
+        differing = sorted(f for f in NOISE_FIELDS if ours[f] != theirs[f])
+        if differing:
+            raise ConfigError(
+                f"noise_model_from has other stage-A hyperparameters ({differing}); only "
+                "stage-B and sampler settings may differ when a noise model is reused."
+            )
+        if other.seed != self.seed:
+            warnings.warn(
+                f"Reusing the noise model of a fit with seed {other.seed} in a fit with seed "
+                f"{self.seed}: stage B and the states use seed {self.seed}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.training_losses["noise"] = list(other.training_losses.get("noise", []))
+        return other._noise
 
     def _fit_score(self, key, source, folder, resume, fingerprint, progress) -> dict:
         c = self.config
