@@ -17,7 +17,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/step_flops.py                  # fast + paper points
     .venv/bin/python benchmarks/step_flops.py --points fast    # quick
 
-Writes ``benchmarks/results/step_flops.{md,json}``.
+Writes ``benchmarks/results/step_flops.{md,json}`` (``--out PATH`` writes ``PATH.{md,json}``).
 """
 
 from __future__ import annotations
@@ -187,8 +187,12 @@ def main() -> None:
     parser.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul-n", type=int, default=2048)
+    parser.add_argument("--out", default=str(RESULTS / "step_flops"),
+                        help="output path without suffix; .md and .json are written there")
     args = parser.parse_args()
-    command = "JAX_PLATFORMS=cpu .venv/bin/python benchmarks/step_flops.py " + " ".join(
+    platforms = os.environ.get("JAX_PLATFORMS", "cpu")
+    script = "benchmarks/step_flops.py"
+    command = f"JAX_PLATFORMS={platforms} .venv/bin/python {script} " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]
     )
     peak = matmul_peak(args.matmul_n, args.repeats)
@@ -215,9 +219,10 @@ def main() -> None:
         "matmul_peak_end": peak_end,
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / "step_flops.json", json.dumps(record, indent=2))
-    atomic_write_text(RESULTS / "step_flops.md", _markdown(record))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2))
+    atomic_write_text(out.with_suffix(".md"), _markdown(record))
     print(_markdown(record))
 
 

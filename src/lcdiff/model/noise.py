@@ -250,6 +250,38 @@ def generator_apply(params: dict, noise: jax.Array) -> jax.Array:
     return s
 
 
+#: Generators initialized per compiled call by :func:`_stacked_generators`.
+INIT_BLOCK = 256
+
+
+@functools.partial(jax.jit, static_argnums=(3,), donate_argnums=(0,))
+def _init_block(stacked: dict, keys: jax.Array, start: jax.Array, dims: tuple) -> dict:
+    """``stacked`` with the generators of ``keys`` written at rows ``start:start + len(keys)``."""
+    block = jax.vmap(lambda k: init_generator(k, *dims))(keys)
+    return jax.tree.map(
+        lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, start, 0),
+        stacked,
+        block,
+    )
+
+
+def _stacked_generators(keys: jax.Array, dims: tuple) -> dict:
+    """Generators of every key stacked on a leading axis (``init_generator(key, *dims)`` each).
+
+    The stacked arrays are allocated once and filled ``INIT_BLOCK`` conditions per (donated,
+    in-place) call, so the temporaries of the random initialization are those of one block:
+    one ``jax.vmap`` over all keys held about 1.5 extra copies of all generators at its peak,
+    and a Python loop + stack about 0.3 MB per condition (benchmarks/memory_conditions.py).
+    Each generator depends only on its key, so the parameters are the same bit for bit (tested).
+    """
+    m = keys.shape[0]
+    one = jax.eval_shape(lambda k: init_generator(k, *dims), keys[0])
+    stacked = jax.tree.map(lambda s: jnp.zeros((m, *s.shape), s.dtype), one)
+    for start in range(0, m, INIT_BLOCK):
+        stacked = _init_block(stacked, keys[start : start + INIT_BLOCK], start, dims)
+    return stacked
+
+
 #: Initial NB dispersion θ of the opt-in ``noise_model="zinb"`` (variance λ + λ²/θ).
 INITIAL_DISPERSION = 10.0
 
@@ -262,18 +294,14 @@ def init_noise_state(key: jax.Array, n_conditions: int, d: int, config) -> dict:
     """
     k_gen, k_pi = jax.random.split(key)
     keys = jax.random.split(k_gen, n_conditions)
-    init_one = functools.partial(
-        init_generator,
-        d=d,
-        hidden=config.generator_hidden,
-        layers=config.generator_layers,
-        wide_layers=config.generator_wide_layers,
-        wide_hidden=config.generator_wide_hidden,
+    dims = (
+        d,
+        config.generator_hidden,
+        config.generator_layers,
+        config.generator_wide_layers,
+        config.generator_wide_hidden,
     )
-    # One vmapped init instead of a Python loop + stack: the same parameters bit for bit (the
-    # per-condition keys are unchanged), but no per-condition temporaries, so the peak memory of
-    # the initialization no longer grows by ~0.3 MB per condition (benchmarks/memory_conditions).
-    stacked = jax.vmap(init_one)(keys)
+    stacked = _stacked_generators(keys, dims)
     state = {
         "gen": stacked,
         "logit_pi": jax.random.normal(k_pi, (d,), jnp.float32),
@@ -371,25 +399,30 @@ def make_noise_step(config, likelihood: str = "matrix", mesh=None):
         correction = 1.0 - b2**tf
         decay = b2 ** (t - state["last_visit"][env]).astype(jnp.float32)
 
-        def adam(p, nu_old, g, decay):
-            nu = decay * nu_old + (1.0 - b2) * g * g
-            return p - lr * g / (jnp.sqrt(nu / correction) + ADAM_EPS), nu
+        def moment(nu_old, g, decay):
+            return decay * nu_old + (1.0 - b2) * g * g
 
-        new_gen_nu = jax.tree.map(
-            lambda p, n, g: adam(p, n[env], g, decay),
-            gen,
-            state["nu_gen"],
-            g_gen,
+        def apply(p, nu, g):
+            return p - lr * g / (jnp.sqrt(nu / correction) + ADAM_EPS)
+
+        def adam(p, nu_old, g, decay):
+            nu = moment(nu_old, g, decay)
+            return apply(p, nu, g), nu
+
+        # The drawn condition's moments are written into the stacked (donated) array first and
+        # its parameter update reads them back from the written array. Computing the update from
+        # the old stacked moments instead makes XLA copy all conditions' moments every step (the
+        # in-place write cannot be ordered after that read): a temporary as large as the stacked
+        # moments (benchmarks/memory_conditions.py). The values are the same.
+        nu_gen = jax.tree.map(
+            lambda full, g: full.at[env].set(moment(full[env], g, decay)), state["nu_gen"], g_gen
         )
-        new_gen = jax.tree.map(lambda _, pn: pn[0], gen, new_gen_nu)
-        new_nu = jax.tree.map(lambda _, pn: pn[1], gen, new_gen_nu)
+        new_gen = jax.tree.map(lambda p, full, g: apply(p, full[env], g), gen, nu_gen, g_gen)
         logit_pi, nu_pi = adam(state["logit_pi"], state["nu_pi"], g_shared["logit_pi"], b2)
         new_state = {
             "gen": jax.tree.map(lambda full, part: full.at[env].set(part), state["gen"], new_gen),
             "logit_pi": logit_pi,
-            "nu_gen": jax.tree.map(
-                lambda full, part: full.at[env].set(part), state["nu_gen"], new_nu
-            ),
+            "nu_gen": nu_gen,
             "nu_pi": nu_pi,
             "last_visit": state["last_visit"].at[env].set(t),
             "step": t,

@@ -81,9 +81,25 @@ def split_leading(mesh: Mesh) -> NamedSharding:
 
 
 def put_replicated(tree, mesh: Mesh):
-    """Place every leaf of ``tree`` on every device of ``mesh``."""
+    """Place every leaf of ``tree`` on every device of ``mesh``.
+
+    A leaf that is already a ``jax.Array`` (on a mesh of this process's devices) is moved with
+    ``jax.device_put``, which keeps its buffer where it already lies on the right device (e.g. a
+    freshly initialized state on a one-device mesh) instead of copying it through host memory.
+    The training steps donate their state: XLA can update a buffer it owns in place, whereas a
+    copy made from host memory is an external buffer that the first step copies again (one extra
+    training state at the peak; benchmarks/memory_conditions.py). The result may share buffers
+    with ``tree``: a step that donates it invalidates those leaves of ``tree`` (JAX then refuses
+    to read them).
+    """
     sharding = replicated(mesh)
-    return jax.tree.map(lambda x: _put(np.asarray(x), sharding), tree)
+
+    def put(x):
+        if isinstance(x, jax.Array) and sharding.is_fully_addressable:
+            return jax.device_put(x, sharding)
+        return _put(np.asarray(x), sharding)
+
+    return jax.tree.map(put, tree)
 
 
 def put_split(array, mesh: Mesh) -> jax.Array:
