@@ -305,3 +305,12 @@ def test_noise_model_from_refuses_mismatches(fitted, screen):
         LCD(screen, preset="tiny", seed=3, score_steps=2).fit(
             progress=False, noise_model_from=fitted
         )
+
+
+def test_warns_when_score_network_is_narrower_than_the_genes(screen):
+    message = r"score_hidden=4 is smaller than the number of genes \(6\)"
+    with pytest.warns(UserWarning, match=message):
+        LCD(screen, preset="tiny", score_hidden=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LCD(screen, preset="tiny", score_hidden=6)  # as wide as the genes: no warning

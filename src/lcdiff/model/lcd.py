@@ -90,6 +90,27 @@ def _version() -> str:
     return __version__
 
 
+def _warn_if_rank_limited(hidden: int, d: int) -> None:
+    """Warn when the score network cannot represent a score in every gene direction.
+
+    The network's output is ``u − σ·g`` with ``g = a W_out + b`` and ``W_out`` of shape
+    ``[hidden, d]``: ``g`` always lies in a ``hidden``-dimensional subspace, so with fewer hidden
+    units than genes the score in the remaining directions is the same for every condition and
+    state (the skip connection's fixed prior). The reference sizes the network above the gene
+    count (1024 hidden units for 1000 genes).
+    """
+    if hidden < d:
+        warnings.warn(
+            f"score_hidden={hidden} is smaller than the number of genes ({d}): the score "
+            f"network's output lies in a {hidden}-dimensional subspace, so in the other "
+            f"{d - hidden} directions it gives every condition the same score. Consider "
+            f"score_hidden >= {d} (the paper uses 1024 for 1000 genes; stage B then costs more) "
+            "or fewer genes (lc.pp.prepare(..., n_genes=...)).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _label_key(seed: int, label: str) -> jax.Array:
     """PRNG key of one label: independent of the other labels queried with it."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(label.encode()) & 0x7FFFFFFF)
@@ -158,6 +179,7 @@ class LCD:
         screen_info(screen)
         self.control: str = control_label(screen)
         self.genes: list[str] = [str(g) for g in screen.var_names]
+        _warn_if_rank_limited(self.config.score_hidden, len(self.genes))
         labels = conditions(screen)
         if not labels or labels[0] != self.control:
             raise ControlNotFoundError(
