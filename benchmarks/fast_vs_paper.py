@@ -48,6 +48,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -60,8 +61,10 @@ import numpy as np  # noqa: E402
 
 import lcdiff as lc  # noqa: E402
 from lcdiff._io import atomic_write_text  # noqa: E402
-from lcdiff.data.screen import condition_cells  # noqa: E402
 from lcdiff.model.config import make_config  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from end_to_end import heldout_quality  # noqa: E402  (the protocol of lcd_toy_heldout.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_LEVELS, PAPER_STEPS, PAPER_DT = 30, 500, 1e-6
@@ -101,22 +104,17 @@ def with_sampler(model: lc.LCD, steps: int | None) -> lc.LCD:
     return model
 
 
-def score_predictions(screen, test, pred, genes, markers) -> dict:
+def score_predictions(screen, test, pred) -> dict:
     """Mean over held-out doubles of MMD² and RMSE of the mean on the top-20 markers."""
-    mmds, rmses = [], []
-    labels = pred.obs["perturbation"].astype(str).to_numpy()
-    for label in test:
-        cols = [genes.index(g) for g in markers[label][:20]]
-        truth = condition_cells(screen, label)[:, cols]
-        cells = np.asarray(pred.X[labels == label])[:, cols]
-        mmds.append(float(lc.eval.mmd(cells, truth)))
-        rmses.append(float(lc.eval.rmse_mean(cells, truth)))
-    return {"mmd_20": float(np.mean(mmds)), "rmse_mean_20": float(np.mean(rmses)),
-            "per_double_mmd": mmds}  # fmt: skip
+    quality = heldout_quality(screen, test, {"method": pred})
+    return {
+        "mmd_20": quality["summary"]["method"]["mmd_mean"],
+        "rmse_mean_20": quality["summary"]["method"]["rmse_mean_mean"],
+        "per_double_mmd": [row["mmd_method"] for row in quality["per_condition"]],
+    }
 
 
 def run_seed(seed: int, args, screen, train, split, test) -> dict:
-    genes, markers = list(screen.var_names), screen.uns["lcdiff"]["markers"]
     out: dict = {"seed": seed, "rows": {}, "timings": {}}
     t0 = time.perf_counter()
     fast = lc.LCD(train, preset=args.preset, seed=seed).fit(progress=False)
@@ -126,8 +124,9 @@ def run_seed(seed: int, args, screen, train, split, test) -> dict:
     paper = lc.LCD(train, preset=args.preset, seed=seed, **paper_overrides)
     if paper.config.training_fingerprint() == fast.config.training_fingerprint():
         # the fast preset trains exactly like the reference: the same model, other sampler
-        paper._noise, paper._score_params = fast._noise, fast._score_params
-        paper._standardizer, paper.is_fitted = fast._standardizer, True
+        # (a shallow copy; with_sampler replaces the copy's config, never mutates it)
+        paper_config, paper = paper.config, copy.copy(fast)
+        paper.config = paper_config
         out["fast_trains_like_reference"] = True
     else:
         t0 = time.perf_counter()
@@ -144,7 +143,7 @@ def run_seed(seed: int, args, screen, train, split, test) -> dict:
         t0 = time.perf_counter()
         pred = model.predict(test, n_cells=args.cells, seed=seed)
         wall = time.perf_counter() - t0
-        row = score_predictions(screen, test, pred, genes, markers)
+        row = score_predictions(screen, test, pred)
         row.update(evals_per_cell=c.n_levels * c.anneal_steps, predict_s=wall,
                    anneal_dt=c.anneal_dt, score_steps=c.score_steps)  # fmt: skip
         out["rows"][name] = row
@@ -153,7 +152,7 @@ def run_seed(seed: int, args, screen, train, split, test) -> dict:
         baseline = lc.baselines.get(name).fit(screen, split)
         pred = baseline.predict(test, n_cells=args.cells, seed=seed)
         out["rows"][f"{name} baseline"] = {
-            **score_predictions(screen, test, pred, genes, markers),
+            **score_predictions(screen, test, pred),
             "evals_per_cell": 0,
         }
     return out
