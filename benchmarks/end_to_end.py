@@ -32,9 +32,13 @@ CPU seconds per stage (``time.process_time``, all threads) are recorded beside t
 the machine may be shared. The baseline, measured in the same
 process, is the RSS after importing JAX and lcdiff and before any data exists.
 
-The preset is ``fast-zinb`` with its full step counts by default; ``--noise-steps`` /
-``--score-steps`` override them explicitly (for a quick check of the cost per step, which does
-not depend on the step count; quality at reduced steps is not the preset's quality).
+Datasets: ``toy``, ``sim<genes>`` (``SIM_SETTINGS`` with that many genes, e.g. ``sim1000``,
+``sim2000``) and ``sim<genes>s<seed>`` (another simulator seed, e.g. ``sim1000s1``).
+
+The preset is ``auto`` (the default of ``lc.LCD(screen)``) with its full step counts by
+default; ``--noise-steps`` / ``--score-steps`` override them explicitly (for a quick check of
+the cost per step, which does not depend on the step count; quality at reduced steps is not the
+preset's quality).
 
 Run from the repository root::
 
@@ -111,14 +115,16 @@ class StageTimer:
         start, cpu_start = time.perf_counter(), time.process_time()
         out = fn(*args, **kwargs)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        self.rows.append({
-            "stage": name,
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "rss_before_mb": rss_before,
-            "peak_rss_mb": _status_mb("VmHWM"),
-            "rss_after_mb": _status_mb("VmRSS"),
-        })
+        self.rows.append(
+            {
+                "stage": name,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "rss_before_mb": rss_before,
+                "peak_rss_mb": _status_mb("VmHWM"),
+                "rss_after_mb": _status_mb("VmRSS"),
+            }
+        )
         print(json.dumps(self.rows[-1]), file=sys.stderr, flush=True)
         return out
 
@@ -132,13 +138,22 @@ def _load(dataset: str):
 
     if dataset == "toy":
         raw = lc.datasets.toy_screen()
-    elif dataset == "sim1000":
-        raw = lc.simulate.screen(**SIM_SETTINGS)
     else:
-        raise SystemExit(f"unknown dataset {dataset!r}; choose toy or sim1000")
+        raw = lc.simulate.screen(**sim_settings(dataset))
     screen = lc.pp.prepare(raw, perturbation_key="perturbation", control="ctrl")
     split = lc.pp.split(screen, **SPLIT_SETTINGS)
     return screen, split, split.subset(screen, "train")
+
+
+def sim_settings(dataset: str) -> dict:
+    """Simulator settings of ``sim<genes>`` or ``sim<genes>s<seed>`` (e.g. ``sim1000s1``)."""
+    match = re.fullmatch(r"sim(\d+)(?:s(\d+))?", dataset)
+    if match is None:
+        raise SystemExit(f"unknown dataset {dataset!r}; choose toy, sim1000, sim2000, sim1000s1 …")
+    settings = {**SIM_SETTINGS, "n_genes": int(match.group(1))}
+    if match.group(2) is not None:
+        settings["seed"] = int(match.group(2))
+    return settings
 
 
 def _train_check_labels(heldout: list[str], trained: set[str]) -> list[str]:
@@ -255,6 +270,21 @@ def worker(
     c = model.config
     return {
         "dataset": dataset,
+        "sim_settings": None if dataset == "toy" else sim_settings(dataset),
+        "diagnostics": {
+            "score_closed_small_sigma": model.diagnostics["score"]["closed_small_sigma"],
+            "score_ok": model.diagnostics["score"]["ok"],
+            **(
+                {
+                    "noise_median_mean_rmse_ratio": model.diagnostics["noise"][
+                        "median_mean_rmse_ratio"
+                    ]
+                }
+                if "noise" in model.diagnostics
+                else {}
+            ),
+        },
+        "config": c.to_dict(),
         "cells": int(screen.n_obs),
         "genes": int(screen.n_vars),
         "conditions": len(model.train_labels) + len(labels),
@@ -300,16 +330,25 @@ def measure(dataset: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["toy", "sim1000"])
-    parser.add_argument("--preset", default="fast-zinb")
+    parser.add_argument("--preset", default="auto")
     parser.add_argument("--noise-steps", type=int, default=None)
     parser.add_argument("--score-steps", type=int, default=None)
-    parser.add_argument("--cells", type=int, default=PREDICT_CELLS,
-                        help="predicted cells per held-out double (every method)")
-    parser.add_argument("--out", default=str(RESULTS / "end_to_end"),
-                        help="output path without suffix; .md and .json are written")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the other datasets' runs already in OUT.json (each run "
-                             "records its own command)")
+    parser.add_argument(
+        "--cells",
+        type=int,
+        default=PREDICT_CELLS,
+        help="predicted cells per held-out double (every method)",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "end_to_end"),
+        help="output path without suffix; .md and .json are written",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other datasets' runs already in OUT.json (each run records its own command)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -375,8 +414,11 @@ def _markdown(record: dict) -> str:
             f"{run['conditions']} conditions ({run['train_conditions']} for training, "
             f"{len(run['split']['test'])} held-out doubles)",
             "",
-            *([f"Command: `{run['command']}`", ""]
-              if run.get("command", record["command"]) != record["command"] else []),
+            *(
+                [f"Command: `{run['command']}`", ""]
+                if run.get("command", record["command"]) != record["command"]
+                else []
+            ),
             f"Preset `{run['preset']}` with noise_steps = {run['noise_steps']}, score_steps = "
             f"{run['score_steps']} (M = {run['mc_samples']}, n_states = {run['n_states']}, "
             f"score batch {run['score_batch_size']}, {run['n_levels']} levels); predict "
@@ -387,6 +429,28 @@ def _markdown(record: dict) -> str:
             f"fit {run['fit_wall_s']:.1f} s (peak {_mb(run['fit_peak_rss_mb'])} MB); whole "
             f"process {run['process_wall_s']:.1f} s.",
             "",
+            *(
+                [f"Simulator: `lc.simulate.screen(**{run['sim_settings']})`.", ""]
+                if run.get("sim_settings")
+                else []
+            ),
+            *(
+                [
+                    "Post-training checks (`model.diagnostics`): stage B closed "
+                    f"{run['diagnostics']['score_closed_small_sigma']:.2f} of the skip-only → "
+                    "per-gene Gaussian gap"
+                    + (
+                        "; stage A mean error "
+                        f"{run['diagnostics']['noise_median_mean_rmse_ratio']:.2f}"
+                        "× the sampling floor."
+                        if "noise_median_mean_rmse_ratio" in run["diagnostics"]
+                        else "."
+                    ),
+                    "",
+                ]
+                if "diagnostics" in run
+                else []
+            ),
             "| stage | wall (s) | CPU (s) | peak RSS (MB) | RSS before → after (MB) |",
             "|---|---:|---:|---:|---|",
         ]
@@ -423,11 +487,15 @@ def _quality_markdown(quality: dict) -> list[str]:
             f"| {name} | {s['mmd_mean']:.4f} | {s['mmd_median']:.4f} | "
             f"{s['rmse_mean_mean']:.4f} | " + " | ".join(wins) + " |"
         )
-    lines += ["", "| condition | " + " | ".join(f"MMD² {n}" for n in names) + " |",
-              "|---|" + "---:|" * len(names)]
+    lines += [
+        "",
+        "| condition | " + " | ".join(f"MMD² {n}" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
     for row in quality["per_condition"]:
-        lines.append(f"| {row['condition']} | "
-                     + " | ".join(f"{row[f'mmd_{n}']:.4f}" for n in names) + " |")
+        lines.append(
+            f"| {row['condition']} | " + " | ".join(f"{row[f'mmd_{n}']:.4f}" for n in names) + " |"
+        )
     return [*lines, ""]
 
 

@@ -68,7 +68,7 @@ PAPER_DT, PAPER_STEPS = 1e-6, 500
 
 
 def _parts(params, seen, targets, n_levels):
-    inject = condition_injections(params, seen, targets)[:, None]  # [k, 1, L, H]
+    inject = jax.tree.map(lambda a: a[:, None], condition_injections(params, seen, targets))
     return inject, level_embeddings(params, n_levels)
 
 

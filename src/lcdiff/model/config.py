@@ -36,6 +36,14 @@ Presets
     this lowers the MMD² of decoded training conditions from about 0.02 to the sampling floor.
 ``"tiny"``
     For tests: runs in seconds on one core.
+``"auto"`` (the default of ``lc.LCD(screen)`` and ``lcdiff fit``)
+    Sized to the screen by :func:`auto_overrides` from its shape (genes, training conditions,
+    cells): the ``fast`` schedule with three lcdiff options that depart from the paper, each
+    chosen by measurement (README "Fitting LCD"): the zero-inflated negative-binomial noise
+    model (``noise_model="zinb"``), the per-gene Gaussian score head (``score_head="gaussian"``,
+    full rank in gene space at any width) and a floor on latent states whose rate is below
+    10⁻³ (``state_floor=1e-3``). Step counts grow with the number of conditions (each step
+    trains one condition). The chosen values are printed by ``fit`` and stored with the model.
 """
 
 from __future__ import annotations
@@ -43,10 +51,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lcdiff.errors import ConfigError
 
 #: Accepted values of ``LCDConfig.noise_model``.
 NOISE_MODELS = ("zip", "zinb", None)
+#: Accepted values of ``LCDConfig.score_head`` (see :mod:`lcdiff.model.score`).
+SCORE_HEADS = ("paper", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -66,8 +78,14 @@ class LCDConfig:
         steps to ``noise_lr`` then cosine decay to 0, global-norm clipping ``noise_grad_clip``.
         ``lse_temperatures``: the tempered log-mean-exp temperatures averaged in the loss.
         ``unit_scaling``/``min_unit_scaling``: per-gene rate unit from control moments.
-        ``n_states``: latent states drawn per condition after training.
+        ``n_states``: latent states drawn per condition after training. ``state_floor``
+        (an lcdiff option; ``None`` in the paper): a rate λ_min; states are clipped below at
+        the per-gene value whose rate is λ_min before standardizing and training, which changes
+        every decoded rate by less than λ_min (:func:`lcdiff.model.noise.state_floor`).
     Stage B (score model)
+        ``score_head``: ``"paper"`` (the skip term u − σg) or ``"gaussian"`` (an lcdiff option: a
+        learned per-gene Gaussian score beside the network, full rank in gene space whatever
+        H; :mod:`lcdiff.model.score`).
         ``score_hidden`` (H), ``score_layers`` (L hidden layers), ``embed_dim`` (E), ``n_levels``
         noise levels ``geomspace(sigma_min, sigma_max)``, ``score_batch_size``, ``score_steps``,
         AdamW with cosine decay from ``score_lr`` and ``weight_decay``; ``score_grad_clip`` 0
@@ -98,7 +116,9 @@ class LCDConfig:
     unit_scaling: bool = True
     min_unit_scaling: float = 1.0
     n_states: int = 10_000
+    state_floor: float | None = None
     # stage B
+    score_head: str = "paper"
     score_hidden: int = 1024
     score_layers: int = 2
     embed_dim: int = 1024
@@ -232,7 +252,53 @@ PRESETS: dict[str, dict] = {
 PRESETS["fast-zinb"] = {**PRESETS["fast"], "noise_model": "zinb"}
 
 
-def make_config(preset: str = "fast", **overrides) -> LCDConfig:
+#: The preset that sizes itself to the screen (:func:`auto_overrides`).
+AUTO_PRESET = "auto"
+PRESETS[AUTO_PRESET] = {
+    **PRESETS["fast"],
+    "noise_model": "zinb",
+    "score_head": "gaussian",
+    "state_floor": 1e-3,
+}
+
+
+def auto_overrides(n_genes: int, n_conditions: int, n_cells: int) -> dict:
+    """The screen-dependent values of the ``"auto"`` preset (deterministic in the shape).
+
+    Parameters
+    ----------
+    n_genes
+        Modelled genes.
+    n_conditions
+        Training conditions (control included).
+    n_cells
+        Training cells.
+
+    Returns
+    -------
+    dict of :class:`LCDConfig` fields that differ from ``PRESETS["auto"]``: ``noise_steps``
+    (120 per condition, 6,000 to 30,000; each stage-A step trains one condition's generator),
+    ``score_steps`` (300 per condition, 16,000 to 50,000) and ``noise_batch_size`` (64, or
+    fewer when the smallest condition is smaller on average).
+    """
+    for name, value in (("n_genes", n_genes), ("n_conditions", n_conditions)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    per_condition = max(int(n_cells) // int(n_conditions), 1)
+    return {
+        "noise_steps": _round_to(min(max(120 * int(n_conditions), 6000), 30_000), 500),
+        "score_steps": _round_to(min(max(300 * int(n_conditions), 16_000), 50_000), 1000),
+        "noise_batch_size": int(min(64, max(8, per_condition))),
+    }
+
+
+def _round_to(value: int, step: int) -> int:
+    return int(-(-value // step) * step)
+
+
+def make_config(
+    preset: str = "fast", shape: tuple[int, int, int] | None = None, **overrides
+) -> LCDConfig:
     """Configuration of a preset with keyword overrides.
 
     Parameters
@@ -242,6 +308,10 @@ def make_config(preset: str = "fast", **overrides) -> LCDConfig:
         ``"paper-replogle"``, ``"paper-linear"``, ``"paper-linear-1000"``, ``"fast"``,
         ``"fast-zinb"``,
         ``"tiny"``).
+    shape
+        ``(genes, training conditions, training cells)`` of the screen: needed by ``"auto"``
+        (:func:`auto_overrides`), ignored by the fixed presets. Without it ``"auto"`` gives the
+        values for a 100-gene, 50-condition screen of 250 cells per condition.
     **overrides
         Any :class:`LCDConfig` field, e.g. ``noise_model=None`` or ``score_steps=1000``.
 
@@ -255,7 +325,10 @@ def make_config(preset: str = "fast", **overrides) -> LCDConfig:
             f"Unknown LCD preset {preset!r}; choose one of {sorted(PRESETS)} "
             "(or pass individual hyperparameters as keyword overrides)."
         )
-    values = {**PRESETS[preset], **overrides}
+    values = dict(PRESETS[preset])
+    if preset == AUTO_PRESET:
+        values.update(auto_overrides(*(shape if shape is not None else (100, 50, 12_500))))
+    values.update(overrides)
     return _build(values, preset)
 
 
@@ -310,6 +383,25 @@ def _validate(c: LCDConfig) -> None:
             "generator_wide_layers must be a non-negative integer, got "
             f"{c.generator_wide_layers!r}."
         )
+    if c.score_head not in SCORE_HEADS:
+        raise ConfigError(
+            f"score_head must be one of {list(SCORE_HEADS)} ('paper' is the published "
+            f"parameterization), got {c.score_head!r}."
+        )
+    if c.state_floor is not None and (
+        not isinstance(c.state_floor, int | float)
+        or isinstance(c.state_floor, bool)
+        or not 0 < c.state_floor < 1
+    ):
+        raise ConfigError(
+            f"state_floor must be None (off, as in the paper) or a rate in (0, 1) such as 1e-3, "
+            f"got {c.state_floor!r}."
+        )
+    if c.state_floor is not None and c.noise_model is None:
+        raise ConfigError(
+            "state_floor needs a noise model (it is a floor on decoded rates); use "
+            "state_floor=None with noise_model=None."
+        )
     if c.noise_model not in NOISE_MODELS:
         raise ConfigError(
             "noise_model must be 'zip' (the paper's), 'zinb' (opt-in negative binomial) or None "
@@ -348,8 +440,7 @@ def _validate(c: LCDConfig) -> None:
         not isinstance(c.devices, int) or isinstance(c.devices, bool) or c.devices < 1
     ):
         raise ConfigError(
-            f"devices must be a positive integer or None (all visible devices), got "
-            f"{c.devices!r}."
+            f"devices must be a positive integer or None (all visible devices), got {c.devices!r}."
         )
     if c.noise_warmup < 0:
         raise ConfigError(f"noise_warmup must be >= 0, got {c.noise_warmup}.")

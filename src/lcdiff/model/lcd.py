@@ -50,13 +50,21 @@ from lcdiff.errors import (
     UnknownPerturbationError,
 )
 from lcdiff.model import io as model_io
-from lcdiff.model.config import NOISE_FIELDS, LCDConfig, make_config
+from lcdiff.model.config import AUTO_PRESET, NOISE_FIELDS, LCDConfig, make_config
+from lcdiff.model.diagnostics import (
+    MIN_SCORE_CLOSED,
+    noise_check,
+    score_check,
+    summary_lines,
+)
 from lcdiff.model.dsm import score_optimizer
 from lcdiff.model.noise import decode as zip_decode
 from lcdiff.model.noise import (
     init_noise_state,
     make_noise_step,
     mc_log_marginal,
+    sample_condition_states,
+    state_floor,
     unit_scaling,
 )
 from lcdiff.model.sampler import annealed_langevin
@@ -82,6 +90,7 @@ STAGE_A = "A (noise model)"
 STAGE_B = "B (score model)"
 CHECKPOINT_A = "stage_a.npz"
 CHECKPOINT_B = "stage_b.npz"
+CHECK_FOLD = 0xC4EC  # fold-in of the post-training checks' key (independent of training draws)
 
 
 def _version() -> str:
@@ -118,7 +127,7 @@ def _label_key(seed: int, label: str) -> jax.Array:
 
 @jax.jit
 def _drift_batch(params, seen, targets, z, sigma, temb):
-    inject = condition_injections(params, seen, targets)[:, None]
+    inject = jax.tree.map(lambda a: a[:, None], condition_injections(params, seen, targets))
     return score_from_parts(params, z, sigma, temb, inject)
 
 
@@ -136,8 +145,10 @@ class LCD:
         conditions out, pass the subset of cells with the training labels. With
         ``noise_model=None`` the screen needs no counts layer and ``X`` is used as the states.
     preset
-        ``"fast"`` (default), ``"tiny"``, ``"paper"`` or a dataset variant of it (see
-        :mod:`lcdiff.model.config`).
+        ``"auto"`` (default: sized to the screen, with the lcdiff options that make LCD work at
+        1000 genes; see :func:`lcdiff.model.config.auto_overrides`), ``"fast"``,
+        ``"fast-zinb"``, ``"tiny"``, ``"paper"`` or a dataset variant of it (see
+        :mod:`lcdiff.model.config`). ``paper*`` presets are the authors' model unchanged.
     seed
         Seed of every random choice (initialization, batches, states, Langevin noise in fit).
     **overrides
@@ -166,7 +177,7 @@ class LCD:
     >>> pred = model.predict(["A+B"], n_cells=1000)           # doctest: +SKIP
     """
 
-    def __init__(self, screen: AnnData, preset: str = "fast", seed: int = 0, **overrides):
+    def __init__(self, screen: AnnData, preset: str = AUTO_PRESET, seed: int = 0, **overrides):
         if not isinstance(screen, AnnData):
             raise ConfigError(
                 f"LCD expects a prepared AnnData screen, got {type(screen).__name__}; run "
@@ -174,12 +185,11 @@ class LCD:
             )
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer, got {seed!r}.")
-        self.config: LCDConfig = make_config(preset, **overrides)
+        make_config(preset, **overrides)  # refuse a bad preset or value before reading the screen
         self.seed = int(seed)
         screen_info(screen)
         self.control: str = control_label(screen)
         self.genes: list[str] = [str(g) for g in screen.var_names]
-        _warn_if_rank_limited(self.config.score_hidden, len(self.genes))
         labels = conditions(screen)
         if not labels or labels[0] != self.control:
             raise ControlNotFoundError(
@@ -187,6 +197,11 @@ class LCD:
                 "the latent states by the control, so keep the control cells in the training "
                 "screen."
             )
+        self.config: LCDConfig = make_config(
+            preset, shape=(len(self.genes), len(labels), int(screen.n_obs)), **overrides
+        )
+        if self.config.score_head == "paper":
+            _warn_if_rank_limited(self.config.score_hidden, len(self.genes))
         self.train_labels: list[str] = labels
         self._targets = self._target_masks(labels)
         trained = self._targets.any(axis=0)
@@ -198,6 +213,7 @@ class LCD:
         self._standardizer: Standardizer | None = None
         self._step_callback: StepCallback | None = None
         self.training_losses: dict[str, list[float]] = {}
+        self.diagnostics: dict = {}
 
     # ----------------------------------------------------------------------------------------
     # set-up helpers
@@ -269,6 +285,20 @@ class LCD:
     def _seen(self) -> np.ndarray:
         return np.isin(self.genes, self.trained_targets)
 
+    def describe_config(self) -> str:
+        """One line naming the preset, the screen's size and the key hyperparameters."""
+        c = self.config
+        noise = NOISE_MODEL_NAMES.get(c.noise_model, "none (states = X)")
+        return (
+            f"LCD preset {c.preset!r} for {len(self.genes)} genes, {len(self.train_labels)} "
+            f"conditions: noise model {noise}"
+            + (" (the paper uses zero-inflated Poisson)" if c.noise_model == "zinb" else "")
+            + f", {c.noise_steps} stage-A steps, score head {c.score_head!r}"
+            f" (width {c.score_hidden}), {c.score_steps} stage-B steps of {c.score_batch_size}"
+            + (f", state floor at rate {c.state_floor:g}" if c.state_floor is not None else "")
+            + f", sampler {c.n_levels} levels x {c.anneal_steps} steps."
+        )
+
     def __repr__(self) -> str:
         status = "fitted" if self.is_fitted else "not fitted"
         return (
@@ -326,6 +356,8 @@ class LCD:
                 "LCD(screen, ...) to fit again."
             )
         c = self.config
+        if progress:
+            print(self.describe_config())
         folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
         fingerprint = {
             "config": c.training_fingerprint(),
@@ -346,17 +378,67 @@ class LCD:
                 self._noise = self._reused_noise(noise_model_from)
             else:
                 self._noise = self._fit_noise(k_noise, folder, resume, fingerprint, progress)
+            floor = (
+                state_floor(self._noise["unit_scale"], c.state_floor)
+                if c.state_floor is not None
+                else None
+            )
             source = GeneratorStates(
-                self._noise["gen"], k_states, c.n_states, c.generator_hidden
+                self._noise["gen"], k_states, c.n_states, c.generator_hidden, floor
             )
         # states are streamed (one condition, or one batch, at a time): no array of all
         # conditions' states is ever formed (lcdiff.model.streaming)
         self._standardizer = fit_standardizer(source, control_index=0)
-        self._score_params = self._fit_score(
-            k_score, source, folder, resume, fingerprint, progress
-        )
+        self._score_params = self._fit_score(k_score, source, folder, resume, fingerprint, progress)
         self.is_fitted = True
+        self.diagnostics = self._check_stages(source, jax.random.fold_in(key, CHECK_FOLD))
+        for line in summary_lines(self.diagnostics):
+            if progress:
+                print(line)
+        self._warn_failed_stages()
         return self
+
+    def _check_stages(self, source, key: jax.Array) -> dict:
+        """Post-training checks of both stages (:mod:`lcdiff.model.diagnostics`)."""
+        out = {}
+        if self._noise is not None:
+            out["noise"] = noise_check(
+                self._noise, source, self._cells, self.train_labels, seed=self.seed
+            )
+        out["score"] = score_check(
+            self._score_params,
+            source,
+            self._standardizer,
+            self._targets,
+            self._seen,
+            self.sigmas,
+            key,
+        )
+        return out
+
+    def _warn_failed_stages(self) -> None:
+        score = self.diagnostics.get("score", {})
+        if score and not score["ok"]:
+            warnings.warn(
+                "LCD stage B has not learned the score: training closed only "
+                f"{score['closed_small_sigma']:.2f} of the gap between a skip-only network and a "
+                "per-gene Gaussian fit (below "
+                f"{MIN_SCORE_CLOSED}), so predictions will not reproduce even the training "
+                "conditions. Use the default configuration (score_head='gaussian'), more "
+                "score_steps, or a wider score network.",
+                UserWarning,
+                stacklevel=3,
+            )
+        noise = self.diagnostics.get("noise", {})
+        if noise and not noise["ok"]:
+            warnings.warn(
+                "LCD stage A (noise model) does not reproduce the training conditions: decoded "
+                f"means are {noise['median_mean_rmse_ratio']:.1f}x the sampling floor away from "
+                "the observed ones (median over conditions). Try more noise_steps or "
+                "noise_model='zinb'.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _load_checkpoint(
         self, path: Path, stage: str, template: dict, fingerprint: dict, key: jax.Array
@@ -478,7 +560,9 @@ class LCD:
         optimizer = score_optimizer(c)
 
         def fresh():
-            params = init_score_params(k_init, d, c.score_hidden, c.embed_dim, c.score_layers)
+            params = init_score_params(
+                k_init, d, c.score_hidden, c.embed_dim, c.score_layers, c.score_head
+            )
             return {
                 "params": params,
                 "opt": optimizer.init(params),
@@ -494,9 +578,7 @@ class LCD:
         if state is None:
             state = fresh()
         state = put_replicated(state, mesh)
-        data = stream_data(
-            source, self._standardizer, self._targets, self._seen, self.sigmas, mesh
-        )
+        data = stream_data(source, self._standardizer, self._targets, self._seen, self.sigmas, mesh)
         step = make_stream_score_step(c, source.kind, mesh)
         state, losses = run_stage(
             STAGE_B,
@@ -729,6 +811,48 @@ class LCD:
         z = self._langevin(labels, masks, 1, 0, z0=start, probability_flow=True)
         return z[:, 0, :]
 
+    def sample_noise_model(self, label: str, n_cells: int = 1000, seed: int = 0) -> np.ndarray:
+        """Counts of a training condition drawn from its stage-A generator (no score model).
+
+        What stage A alone says the condition looks like: comparing these with the observed
+        cells measures the noise model's error, comparing :meth:`predict` with these measures
+        stage B's.
+
+        Parameters
+        ----------
+        label
+            A training condition.
+        n_cells, seed
+            Cells to draw and their seed.
+
+        Returns
+        -------
+        ``[n_cells, d]`` float32 counts.
+        """
+        self._require_fitted()
+        if self._noise is None:
+            raise ModelError("This model has no noise model (noise_model=None).")
+        label = canonical_label(label, self.control)
+        if label not in self.train_labels:
+            raise UnknownPerturbationError(
+                f"{label!r} is not a training condition; stage A has generators only for the "
+                f"{len(self.train_labels)} training conditions."
+            )
+        if not isinstance(n_cells, int | np.integer) or n_cells < 1:
+            raise ConfigError(f"n_cells must be a positive integer, got {n_cells!r}.")
+        e = self.train_labels.index(label)
+        gen = jax.tree.map(lambda p: p[e], self._noise["gen"])
+        key = _label_key(seed, label)
+        states = sample_condition_states(gen, key, int(n_cells), self.config.generator_hidden)
+        rng = np.random.default_rng([int(seed), zlib.crc32(label.encode()), 1])
+        return zip_decode(
+            states,
+            self._noise["unit_scale"],
+            self._noise["logit_pi"],
+            rng,
+            log_theta=self._noise.get("log_theta"),
+        )
+
     def noise_log_likelihood(
         self, counts, label: str, n_samples: int = 1000, seed: int = 0
     ) -> np.ndarray:
@@ -796,6 +920,7 @@ class LCD:
             "control": self.control,
             "train_labels": self.train_labels,
             "trained_targets": self.trained_targets,
+            "diagnostics": self.diagnostics,
         }
         model_io.write_model(path, meta, arrays)
 
@@ -827,7 +952,7 @@ class LCD:
         c = config
         template = jax.eval_shape(
             lambda: init_score_params(
-                jax.random.PRNGKey(0), d, c.score_hidden, c.embed_dim, c.score_layers
+                jax.random.PRNGKey(0), d, c.score_hidden, c.embed_dim, c.score_layers, c.score_head
             )
         )
         model._score_params = model_io.unflatten_tree(template, arrays, "score", "saved model")
@@ -854,6 +979,7 @@ class LCD:
         model.is_fitted = True
         model._step_callback = None
         model.training_losses = {}
+        model.diagnostics = dict(meta.get("diagnostics") or {})
         return model
 
 

@@ -80,6 +80,16 @@ def unit_scaling(control_counts: np.ndarray, min_scale: float = 1.0) -> np.ndarr
 # --------------------------------------------------------------------------------------------
 # ZIP log-likelihood
 # --------------------------------------------------------------------------------------------
+def state_floor(unit_scale: np.ndarray, min_rate: float) -> np.ndarray:
+    """Per-gene state below which the rate u·softplus(s) is under ``min_rate``; ``[d]``.
+
+    s_floor = softplus⁻¹(min_rate / u) = log(expm1(min_rate / u)). Clipping states at the floor
+    changes every rate, and so every expected count, by less than ``min_rate``.
+    """
+    u = np.asarray(unit_scale, np.float64)
+    return np.log(np.expm1(min_rate / u)).astype(np.float32)
+
+
 def rates(states: jax.Array, unit_scale: jax.Array) -> jax.Array:
     """Poisson rates λ = u · softplus(s), same shape as ``states`` ([..., d])."""
     return unit_scale * jax.nn.softplus(states)

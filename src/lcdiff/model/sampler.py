@@ -34,7 +34,7 @@ def step_sizes(sigmas: np.ndarray, anneal_dt: float) -> np.ndarray:
 @partial(jax.jit, static_argnames=("steps_per_level", "probability_flow"))
 def _run_chunk(params, seen, targets, sigmas, etas, z0, keys, steps_per_level, probability_flow):
     """Annealed Langevin for a chunk: targets [c, d], z0 [c, n, d], keys [c] → z [c, n, d]."""
-    inject = condition_injections(params, seen, targets)[:, None]  # [c, 1, L, H]
+    inject = jax.tree.map(lambda a: a[:, None], condition_injections(params, seen, targets))
     tembs = level_embeddings(params, sigmas.shape[0])
 
     def level_body(z, level_inputs):

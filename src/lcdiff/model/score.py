@@ -16,6 +16,27 @@ never perturbed in training by the mean of the trained rows (zeros if none). The
 (e, P_l e + c_l) and the time path do not depend on z, so they are computed once per condition and
 once per level (``condition_injections`` and ``level_embeddings``) and passed to
 :func:`score_from_parts`.
+
+Score heads
+-----------
+``head="paper"`` is the formula above. Its network term σ·g lies in the H-dimensional span of
+``W_out``: with fewer hidden units than genes, the score in every other direction is the skip
+term (u − z)/σ², the same for every condition (≈ −z/2 at small σ, a N(0, 2) law).
+
+``head="gaussian"`` (an lcdiff option, not in the paper) replaces the fixed skip term by the
+exact smoothed score of a per-gene Gaussian whose mean and log-variance are linear in the
+perturbation embedding:
+
+    f(S) = Σ_{j∈S} F'_j,    m(S) = f(S) V_m,    log v(S) = ℓ + f(S) V_v,
+    score = −(z − m(S)) / (v(S) + σ²) − g / σ,
+
+with its own gene table F ∈ R^{d×E} (N(0, 1) at initialization, unseen genes replaced by the
+mean of the seen rows like ``Emb``), ``V_m``, ``V_v`` ∈ R^{E×d} (zero at initialization) and
+ℓ ∈ R^d. The head's table is separate from ``Emb`` (N(0, 0.01²)) so that its gradient is of
+order one from the first step. The head is full rank in gene space at a cost of O(E·d)
+parameters and O(d) work per state, independent of H; the network g (same layers as above)
+models what a per-gene Gaussian with additive mean shifts cannot. At initialization the score
+is that of N(0, I) smoothed by σ, i.e. the standardized control.
 """
 
 from __future__ import annotations
@@ -23,6 +44,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lcdiff.model.config import SCORE_HEADS
 
 
 def noise_levels(sigma_min: float, sigma_max: float, n_levels: int) -> np.ndarray:
@@ -47,10 +70,17 @@ def _dense(key, n_in, n_out):
     return {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
 
 
-def init_score_params(key: jax.Array, d: int, hidden: int, embed_dim: int, layers: int) -> dict:
-    """Score-network parameters (LeCun-normal kernels, zero biases, embedding table N(0, 0.01²))."""
-    keys = jax.random.split(key, 4 + 2 * layers)
-    return {
+def init_score_params(
+    key: jax.Array, d: int, hidden: int, embed_dim: int, layers: int, head: str = "paper"
+) -> dict:
+    """Score-network parameters (LeCun-normal kernels, zero biases, embedding table N(0, 0.01²)).
+
+    ``head="gaussian"`` adds the per-gene Gaussian head (module docstring): ``"gauss"`` =
+    {``"table"`` [d, E] N(0, 1), ``"mean"`` [E, d], ``"log_var"`` [E, d], ``"log_var0"`` [d],
+    the last three zero}.
+    """
+    keys = jax.random.split(key, 5 + 2 * layers)
+    params = {
         "embedding": 0.01 * jax.random.normal(keys[0], (d, embed_dim), jnp.float32),
         "time1": _dense(keys[1], hidden, hidden),
         "time2": _dense(keys[2], hidden, hidden),
@@ -58,6 +88,16 @@ def init_score_params(key: jax.Array, d: int, hidden: int, embed_dim: int, layer
         "inject": [_dense(keys[4 + layers + l], embed_dim, hidden) for l in range(layers)],
         "out": _dense(keys[3], hidden, d),
     }
+    if head == "gaussian":
+        params["gauss"] = {
+            "table": jax.random.normal(keys[4 + 2 * layers], (d, embed_dim), jnp.float32),
+            "mean": jnp.zeros((embed_dim, d), jnp.float32),
+            "log_var": jnp.zeros((embed_dim, d), jnp.float32),
+            "log_var0": jnp.zeros((d,), jnp.float32),
+        }
+    elif head != "paper":
+        raise ValueError(f"head must be one of {SCORE_HEADS}, got {head!r}")
+    return params
 
 
 def effective_embedding_table(table: jax.Array, seen: jax.Array) -> jax.Array:
@@ -81,10 +121,23 @@ def perturbation_embedding(table: jax.Array, seen: jax.Array, targets: jax.Array
     return targets.astype(table.dtype) @ effective_embedding_table(table, seen)
 
 
-def condition_injections(params: dict, seen: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-layer additive inputs P_l e + c_l of conditions ``targets`` [..., d] → [..., L, H]."""
+def condition_injections(params: dict, seen: jax.Array, targets: jax.Array) -> dict:
+    """Everything the score needs from conditions ``targets`` [..., d], computed once per condition.
+
+    Returns
+    -------
+    ``{"hidden": [..., L, H]}`` (the per-layer inputs P_l e + c_l), plus, with the Gaussian
+    head, ``"mean"`` [..., d] (m(S)) and ``"var"`` [..., d] (v(S)). Add a chains axis with
+    ``jax.tree.map(lambda a: a[:, None], inject)``.
+    """
     e = perturbation_embedding(params["embedding"], seen, targets)
-    return jnp.stack([e @ p["w"] + p["b"] for p in params["inject"]], axis=-2)
+    out = {"hidden": jnp.stack([e @ p["w"] + p["b"] for p in params["inject"]], axis=-2)}
+    if "gauss" in params:
+        gauss = params["gauss"]
+        f = perturbation_embedding(gauss["table"], seen, targets)
+        out["mean"] = f @ gauss["mean"]
+        out["var"] = jnp.exp(gauss["log_var0"] + f @ gauss["log_var"])
+    return out
 
 
 def level_embeddings(params: dict, n_levels: int) -> jax.Array:
@@ -96,7 +149,7 @@ def level_embeddings(params: dict, n_levels: int) -> jax.Array:
 
 
 def score_from_parts(
-    params: dict, z: jax.Array, sigma: jax.Array, temb: jax.Array, inject: jax.Array
+    params: dict, z: jax.Array, sigma: jax.Array, temb: jax.Array, inject: dict
 ) -> jax.Array:
     """Score s_θ(z, σ, i; S) with precomputed level and condition inputs.
 
@@ -109,7 +162,8 @@ def score_from_parts(
     temb
         temb(i), broadcastable to ``[..., H]``.
     inject
-        ``[L, H]`` (or broadcastable ``[..., L, H]``) condition injections.
+        :func:`condition_injections` of the condition (its arrays broadcastable against
+        ``z``'s leading axes).
 
     Returns
     -------
@@ -118,11 +172,13 @@ def score_from_parts(
     u = z / jnp.sqrt(1.0 + sigma**2)
     a = u
     for l, layer in enumerate(params["layers"]):
-        h = a @ layer["w"] + layer["b"] + inject[..., l, :]
+        h = a @ layer["w"] + layer["b"] + inject["hidden"][..., l, :]
         if l == 0:
             h = h + temb
         a = jnp.tanh(h)
     g = a @ params["out"]["w"] + params["out"]["b"]
+    if "gauss" in params:
+        return -(z - inject["mean"]) / (inject["var"] + sigma**2) - g / sigma
     denoised = u - sigma * g
     return (denoised - z) / sigma**2
 

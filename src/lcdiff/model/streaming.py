@@ -85,17 +85,33 @@ class GeneratorStates:
         States per condition.
     hidden
         Generator input width (prior dimension).
+    floor
+        Optional ``[d]`` lower bound applied to every state
+        (:func:`lcdiff.model.noise.state_floor`): states below it decode to the same counts,
+        so clipping them changes no count distribution but keeps them from inflating the pooled
+        scale and the DSM gradients.
     """
 
     kind = "generators"
 
-    def __init__(self, gen: dict, key: jax.Array, n_states: int, hidden: int):
+    def __init__(
+        self,
+        gen: dict,
+        key: jax.Array,
+        n_states: int,
+        hidden: int,
+        floor: np.ndarray | None = None,
+    ):
         self.gen = gen
         self.key = key
         self.n_states = int(n_states)
         self.hidden = int(hidden)
-        m = jax.tree.leaves(gen)[0].shape[0]
+        m, d = gen["proj_b"].shape
         self.sizes = np.full(m, self.n_states, np.int32)
+        # no floor = -inf, so there is one code path: max(x, -inf) = x exactly
+        self.floor = (
+            np.full(d, -np.inf, np.float32) if floor is None else np.asarray(floor, np.float32)
+        )
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -103,13 +119,14 @@ class GeneratorStates:
     def condition(self, e: int) -> np.ndarray:
         """``[n_states, d]`` states of condition ``e`` (as ``noise.sample_all_states``)."""
         gen_e = jax.tree.map(lambda p: p[e], self.gen)
-        return sample_condition_states(
+        states = sample_condition_states(
             gen_e, jax.random.fold_in(self.key, e), self.n_states, self.hidden, PRIOR_BLOCK
         )
+        return np.maximum(states, self.floor)
 
     def device_data(self) -> tuple:
-        """(stacked generators, states key)."""
-        return (self.gen, np.asarray(self.key))
+        """(stacked generators, states key, floor)."""
+        return (self.gen, np.asarray(self.key), self.floor)
 
 
 def iter_conditions(source) -> Iterator[np.ndarray]:
@@ -180,8 +197,8 @@ def make_stream_score_step(config, kind: str, mesh: Mesh):
         if kind == "cells":
             cells, offsets = source_data
             return cells[offsets[env] + pick]
-        gen, key_states = source_data
-        return _generator_rows(gen, key_states, env, pick, n_states, hidden)
+        gen, key_states, floor = source_data
+        return jnp.maximum(_generator_rows(gen, key_states, env, pick, n_states, hidden), floor)
 
     def step(state, data, key):
         *source_data, sizes, targets, seen, sigmas, mean, scale = data
