@@ -63,6 +63,29 @@ def test_state_floor_changes_decoded_counts_by_less_than_1e3_per_entry():
     assert abs(a.sum() - b.sum()) <= 0.05 * a.sum() + 10
 
 
+def test_rate_floor_removes_the_likelihood_slope_below_it():
+    """With ``min_rate`` a generator gains nothing by pushing a zero-count gene's state lower."""
+    from lcdiff.model.noise import zip_log_likelihood_direct, zip_log_likelihood_matrix
+
+    unit, logit_pi = jnp.array([2.0, 1.0]), jnp.array([-1.0, 0.5])
+    counts = jnp.array([[0.0, 3.0]])
+
+    def loglik(s0, min_rate):
+        states = jnp.array([[s0, 1.0]])
+        return zip_log_likelihood_matrix(counts, states, unit, logit_pi, None, min_rate)[0, 0]
+
+    deep = -30.0  # far below the floor (log(1e-3 / 2) ≈ −7.6)
+    assert jax.grad(loglik)(deep, None) < 0  # tiny, but always pointing towards −∞
+    assert jax.grad(loglik)(deep, 1e-3) == 0.0
+    # above the floor both agree, and the matrix form matches the direct one
+    for s0 in (-2.0, 0.5, 3.0):
+        assert loglik(s0, 1e-3) == pytest.approx(float(loglik(s0, None)), rel=1e-6)
+        direct = zip_log_likelihood_direct(
+            counts, jnp.array([[s0, 1.0]]), unit, logit_pi, None, 1e-3
+        )
+        assert float(direct[0, 0]) == pytest.approx(float(loglik(s0, 1e-3)), rel=1e-5)
+
+
 def test_gaussian_head_starts_as_the_smoothed_standard_normal():
     d, hidden = 6, 3
     params = skip_only(init_score_params(jax.random.PRNGKey(0), d, hidden, 4, 2, "gaussian"))
@@ -187,6 +210,9 @@ def test_auto_preset_is_a_deterministic_function_of_the_screen_shape():
     a = auto_overrides(1000, 36, 4000)
     assert a == auto_overrides(1000, 36, 4000)
     assert a["noise_steps"] == 6000 and a["score_steps"] == 16000
+    assert (
+        a["noise_lr"] == pytest.approx(9.5e-4) and auto_overrides(100, 36, 4000)["noise_lr"] == 3e-3
+    )
     big = auto_overrides(1000, 240, 100_000)
     assert big["noise_steps"] == 29_000 and big["score_steps"] == 50_000 - 50_000 % 1000
     assert auto_overrides(100, 10, 100)["noise_batch_size"] == 10
@@ -217,7 +243,7 @@ def test_lcd_defaults_to_the_auto_preset_and_records_checks(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "LCD preset 'auto' for 100 genes, 3 conditions" in printed
     assert "Stage A (noise model)" in printed and "Stage B (score model)" in printed
-    assert set(model.diagnostics) == {"noise", "score"}
+    assert set(model.diagnostics) == {"noise", "score", "sampler"}
     assert len(model.diagnostics["noise"]["per_condition"]) == 3
     model.save(tmp_path / "m")
     loaded = lc.LCD.load(tmp_path / "m")
@@ -225,3 +251,18 @@ def test_lcd_defaults_to_the_auto_preset_and_records_checks(tmp_path, capsys):
     assert loaded.config == model.config
     pred = loaded.predict(["+".join(labels[1:])], n_cells=8)
     assert np.isfinite(pred.X).all()
+
+
+def test_sampler_check_reproduces_training_conditions_and_flags_a_crippled_sampler(narrow_models):
+    screen, spec, paper, gauss = narrow_models
+    assert gauss.diagnostics["sampler"]["ok"], gauss.diagnostics["sampler"]
+    from lcdiff.model.diagnostics import sampler_check
+
+    source = CellStates([np.asarray(screen.X[screen.obs["perturbation"] == lab]) for lab in spec])
+
+    def frozen(labels, n_cells):  # chains that never move from N(0, I)
+        rng = np.random.default_rng(0)
+        return rng.normal(size=(len(labels), n_cells, screen.n_vars)).astype(np.float32)
+
+    bad = sampler_check(frozen, source, gauss._standardizer, list(spec))
+    assert not bad["ok"]

@@ -47,7 +47,9 @@ def benchmark_command(
     n_val: int = typer.Option(
         20, "--n-val", min=0, help="Paper scheme: validation combinations (always trained on)."
     ),
-    preset: str = typer.Option("fast", "--preset", help="LCD preset: paper, fast or tiny."),
+    preset: str = typer.Option(
+        "auto", "--preset", help="LCD preset: auto (default: sized to the screen), fast, paper, …"
+    ),
     perturbation_key: str = typer.Option(
         "perturbation", "--perturbation-key", help="obs column naming each cell's perturbation."
     ),

@@ -15,9 +15,9 @@ def demo_command(
         Path("lcdiff-demo"), "-o", "--out", help="Output folder (report.html, tables, figures)."
     ),
     preset: str = typer.Option(
-        "fast-zinb",
+        "auto",
         "--preset",
-        help="LCD hyperparameters: fast-zinb (default; negative-binomial noise model), fast "
+        help="LCD hyperparameters: auto (default: sized to the screen), fast-zinb, fast "
         "(the paper's zero-inflated Poisson) or tiny.",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the split, the fit and sampling."),

@@ -35,7 +35,10 @@ def fit_command(
         None, "--layer", help="Layer holding the raw counts (default: X)."
     ),
     preset: str = typer.Option(
-        "fast", "--preset", help="Hyperparameters: paper, fast or tiny (see README)."
+        "auto",
+        "--preset",
+        help="Hyperparameters: auto (default: sized to the screen), fast, fast-zinb, tiny, "
+        "paper or paper-norman/-wessels/-replogle/-linear (see README).",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the fit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),

@@ -778,7 +778,7 @@ class LCDMethod:
     Parameters
     ----------
     preset
-        LCD preset (``"tiny"``, ``"fast"``, ``"paper"``).
+        LCD preset (``"auto"``, the default, ``"tiny"``, ``"fast"``, ``"paper"``, ...).
     seed
         Model seed.
     progress
@@ -790,7 +790,7 @@ class LCDMethod:
     name = "lcd"
     display_name = "LCD"
 
-    def __init__(self, preset: str = "fast", seed: int = 0, progress: bool = False, **overrides):
+    def __init__(self, preset: str = "auto", seed: int = 0, progress: bool = False, **overrides):
         self.preset = preset
         self.seed = int(seed)
         self.progress = progress

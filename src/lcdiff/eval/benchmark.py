@@ -228,7 +228,7 @@ def benchmark(
     methods: Sequence = DEFAULT_METHODS,
     scheme: str = "paper",
     folds: Sequence = (1, 2),
-    lcd_preset: str = "fast",
+    lcd_preset: str = "auto",
     out: str | os.PathLike | None = None,
     progress: bool = True,
     seed: int = 0,
@@ -254,7 +254,7 @@ def benchmark(
     folds
         Fold identifiers passed to ``lc.pp.split`` (e.g. ``[1, 2]``, ``"val"``).
     lcd_preset
-        Preset of the ``"lcd"`` method.
+        Preset of the ``"lcd"`` method (default ``"auto"``, sized to each fold's training screen).
     out
         Folder to write the results to (see :meth:`BenchmarkResult.save`); None writes nothing.
     progress

@@ -59,6 +59,8 @@ from lcdiff.errors import ConfigError
 NOISE_MODELS = ("zip", "zinb", None)
 #: Accepted values of ``LCDConfig.score_head`` (see :mod:`lcdiff.model.score`).
 SCORE_HEADS = ("paper", "gaussian")
+#: Accepted values of ``LCDConfig.state_scale``.
+STATE_SCALES = ("pooled", "within")
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,14 @@ class LCDConfig:
         ``lse_temperatures``: the tempered log-mean-exp temperatures averaged in the loss.
         ``unit_scaling``/``min_unit_scaling``: per-gene rate unit from control moments.
         ``n_states``: latent states drawn per condition after training. ``state_floor``
-        (an lcdiff option; ``None`` in the paper): a rate λ_min; states are clipped below at
-        the per-gene value whose rate is λ_min before standardizing and training, which changes
-        every decoded rate by less than λ_min (:func:`lcdiff.model.noise.state_floor`).
+        (an lcdiff option; ``None`` in the paper): a rate λ_min. Stage A's likelihood uses
+        max(λ, λ_min), so no generator is pushed towards states that decoding cannot tell
+        apart, and states are clipped below at the per-gene value whose rate is λ_min before
+        standardizing and training stage B, which changes every decoded rate by less than
+        λ_min (:func:`lcdiff.model.noise.state_floor`).
+        ``state_scale``: the per-gene unit of the standardized states, ``"pooled"`` (the paper's
+        std of all conditions' states pooled) or ``"within"`` (an lcdiff option: the median over
+        conditions of the within-condition std; :func:`lcdiff.model.streaming.fit_standardizer`).
     Stage B (score model)
         ``score_head``: ``"paper"`` (the skip term u − σg) or ``"gaussian"`` (an lcdiff option: a
         learned per-gene Gaussian score beside the network, full rank in gene space whatever
@@ -117,6 +124,7 @@ class LCDConfig:
     min_unit_scaling: float = 1.0
     n_states: int = 10_000
     state_floor: float | None = None
+    state_scale: str = "pooled"
     # stage B
     score_head: str = "paper"
     score_hidden: int = 1024
@@ -188,6 +196,7 @@ NOISE_FIELDS = (
     "lse_temperatures",
     "unit_scaling",
     "min_unit_scaling",
+    "state_floor",
 )
 
 PRESETS: dict[str, dict] = {
@@ -278,8 +287,10 @@ def auto_overrides(n_genes: int, n_conditions: int, n_cells: int) -> dict:
     -------
     dict of :class:`LCDConfig` fields that differ from ``PRESETS["auto"]``: ``noise_steps``
     (120 per condition, 6,000 to 30,000; each stage-A step trains one condition's generator),
-    ``score_steps`` (300 per condition, 16,000 to 50,000) and ``noise_batch_size`` (64, or
-    fewer when the smallest condition is smaller on average).
+    ``noise_lr`` (3e-3 up to 100 genes, then ∝ 1/√genes: Adam with b1 = 0 moves every weight
+    by about the learning rate per visit whatever its gradient, while the generator's gene-space
+    weights have a scale of 1/√genes), ``score_steps`` (300 per condition, 16,000 to 50,000)
+    and ``noise_batch_size`` (64, or fewer when conditions have fewer cells on average).
     """
     for name, value in (("n_genes", n_genes), ("n_conditions", n_conditions)):
         if not isinstance(value, int | np.integer) or value < 1:
@@ -287,6 +298,7 @@ def auto_overrides(n_genes: int, n_conditions: int, n_cells: int) -> dict:
     per_condition = max(int(n_cells) // int(n_conditions), 1)
     return {
         "noise_steps": _round_to(min(max(120 * int(n_conditions), 6000), 30_000), 500),
+        "noise_lr": float(f"{3e-3 * min(1.0, (100 / int(n_genes)) ** 0.5):.2g}"),
         "score_steps": _round_to(min(max(300 * int(n_conditions), 16_000), 50_000), 1000),
         "noise_batch_size": int(min(64, max(8, per_condition))),
     }
@@ -396,6 +408,11 @@ def _validate(c: LCDConfig) -> None:
         raise ConfigError(
             f"state_floor must be None (off, as in the paper) or a rate in (0, 1) such as 1e-3, "
             f"got {c.state_floor!r}."
+        )
+    if c.state_scale not in STATE_SCALES:
+        raise ConfigError(
+            f"state_scale must be one of {list(STATE_SCALES)} ('pooled' is the paper's), got "
+            f"{c.state_scale!r}."
         )
     if c.state_floor is not None and c.noise_model is None:
         raise ConfigError(

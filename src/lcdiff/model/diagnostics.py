@@ -18,6 +18,12 @@ non-Gaussian shape) beyond that; well below 1 means the sampler will not reprodu
 conditions it was trained on. The summary averages the levels with σ ≤ 1, which shape the final
 distribution.
 
+Sampler (:func:`sampler_check`): the trained score is only useful if annealed Langevin
+dynamics reproduce the conditions it was trained on. For a few training conditions, chains run
+with the fitted sampler settings are compared with the condition's own states (standardized
+space): the error of the per-gene means in units of the per-gene spread of the states, and the
+ratio of per-gene standard deviations (sampled / states).
+
 Stage A (:func:`noise_check`): counts decoded from each condition's generator against that
 condition's observed cells, on log1p CP10k: the RMSE of the per-gene means divided by the RMSE
 between two random halves of the observed cells (the sampling floor, so ≈ 1 is as good as the
@@ -154,6 +160,63 @@ def score_check(
     }
 
 
+#: Above this median mean error (in per-gene sd of the states), the sampler check fails.
+MAX_SAMPLER_MEAN_ERROR = 1.0
+#: Outside [1/x, x] for the median sd ratio, the sampler check fails.
+MAX_SAMPLER_SD_RATIO = 1.5
+
+
+def sampler_check(sample, source, standardizer, labels: list[str], n_cells: int = 200) -> dict:
+    """Sampled training conditions against their own states, in the standardized space.
+
+    Parameters
+    ----------
+    sample
+        ``sample(labels, n_cells) -> [k, n_cells, d]`` standardized samples (the model's sampler
+        with its fitted settings).
+    source
+        The stage-B state source.
+    standardizer
+        The fitted standardizer.
+    labels
+        Training labels in the order of ``source``.
+    n_cells
+        Chains per checked condition.
+
+    Returns
+    -------
+    dict with ``per_condition`` (label, ``mean_error`` = RMS over genes of the mean difference
+    divided by the states' per-gene sd, ``sd_ratio`` = median over genes of sampled / states
+    sd), ``median_mean_error``, ``median_sd_ratio`` and ``ok``.
+    """
+    m = len(labels)
+    chosen = np.unique(np.linspace(0, m - 1, min(m, 6)).round().astype(int))
+    sampled = sample([labels[e] for e in chosen], n_cells)
+    rows = []
+    for i, e in enumerate(chosen):
+        z = standardizer.transform(source.condition(int(e)))
+        sd = np.maximum(z.std(axis=0), 1e-6)
+        error = (sampled[i].mean(axis=0) - z.mean(axis=0)) / sd
+        rows.append(
+            {
+                "condition": labels[e],
+                "mean_error": float(np.sqrt(np.mean(error**2))),
+                "sd_ratio": float(np.median(sampled[i].std(axis=0) / sd)),
+            }
+        )
+    mean_error = float(np.median([r["mean_error"] for r in rows]))
+    sd_ratio = float(np.median([r["sd_ratio"] for r in rows]))
+    ok = mean_error <= MAX_SAMPLER_MEAN_ERROR and (
+        1 / MAX_SAMPLER_SD_RATIO <= sd_ratio <= MAX_SAMPLER_SD_RATIO
+    )
+    return {
+        "per_condition": rows,
+        "median_mean_error": mean_error,
+        "median_sd_ratio": sd_ratio,
+        "ok": bool(ok),
+    }
+
+
 def noise_check(
     noise: dict,
     source,
@@ -252,5 +315,12 @@ def summary_lines(diagnostics: dict) -> list[str]:
             f"per-gene Gaussian fit closed by training: {score['closed_small_sigma']:.2f} "
             "(mean over noise levels sigma <= 1; >= 1 is good, "
             f"< {MIN_SCORE_CLOSED} fails)" + ("" if score["ok"] else "  <- FAILED")
+        )
+    sampler = diagnostics.get("sampler")
+    if sampler is not None:
+        lines.append(
+            "Sampler: training conditions sampled from the score vs their own states: mean error "
+            f"{sampler['median_mean_error']:.2f} sd, sd ratio {sampler['median_sd_ratio']:.2f} "
+            "(medians; 0 and 1 are ideal)" + ("" if sampler["ok"] else "  <- FAILED")
         )
     return lines

@@ -54,6 +54,7 @@ from lcdiff.model.config import AUTO_PRESET, NOISE_FIELDS, LCDConfig, make_confi
 from lcdiff.model.diagnostics import (
     MIN_SCORE_CLOSED,
     noise_check,
+    sampler_check,
     score_check,
     summary_lines,
 )
@@ -388,7 +389,7 @@ class LCD:
             )
         # states are streamed (one condition, or one batch, at a time): no array of all
         # conditions' states is ever formed (lcdiff.model.streaming)
-        self._standardizer = fit_standardizer(source, control_index=0)
+        self._standardizer = fit_standardizer(source, control_index=0, scale=c.state_scale)
         self._score_params = self._fit_score(k_score, source, folder, resume, fingerprint, progress)
         self.is_fitted = True
         self.diagnostics = self._check_stages(source, jax.random.fold_in(key, CHECK_FOLD))
@@ -414,6 +415,11 @@ class LCD:
             self.sigmas,
             key,
         )
+
+        def sample(labels, n_cells):
+            return self._langevin(labels, self._target_masks(labels), n_cells, self.seed)
+
+        out["sampler"] = sampler_check(sample, source, self._standardizer, self.train_labels)
         return out
 
     def _warn_failed_stages(self) -> None:
@@ -426,6 +432,17 @@ class LCD:
                 f"{MIN_SCORE_CLOSED}), so predictions will not reproduce even the training "
                 "conditions. Use the default configuration (score_head='gaussian'), more "
                 "score_steps, or a wider score network.",
+                UserWarning,
+                stacklevel=3,
+            )
+        sampler = self.diagnostics.get("sampler", {})
+        if sampler and not sampler["ok"]:
+            warnings.warn(
+                "LCD does not reproduce its own training conditions: sampled means are "
+                f"{sampler['median_mean_error']:.2f} sd from the training states and spreads "
+                f"{sampler['median_sd_ratio']:.2f}x theirs (medians over checked conditions). "
+                "Predictions of new conditions will be off too; try the default configuration "
+                "(preset 'auto'), more score_steps or more anneal_steps.",
                 UserWarning,
                 stacklevel=3,
             )

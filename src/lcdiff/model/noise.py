@@ -90,9 +90,17 @@ def state_floor(unit_scale: np.ndarray, min_rate: float) -> np.ndarray:
     return np.log(np.expm1(min_rate / u)).astype(np.float32)
 
 
-def rates(states: jax.Array, unit_scale: jax.Array) -> jax.Array:
-    """Poisson rates λ = u · softplus(s), same shape as ``states`` ([..., d])."""
-    return unit_scale * jax.nn.softplus(states)
+def rates(states: jax.Array, unit_scale: jax.Array, min_rate: float | None = None) -> jax.Array:
+    """Poisson rates λ = u · softplus(s), same shape as ``states`` ([..., d]).
+
+    ``min_rate`` (the ``state_floor`` option; ``None`` in the paper): λ = max(λ, λ_min). Below
+    λ_min the likelihood then has no slope, so training gives a generator no reason to push a
+    state ever lower. Without it the slope towards −∞ for genes with no counts is tiny but
+    always of one sign, which Adam turns into full-size steps: generators drift to states of
+    −hundreds, far below anything decoding can tell apart.
+    """
+    lam = unit_scale * jax.nn.softplus(states)
+    return lam if min_rate is None else jnp.maximum(lam, min_rate)
 
 
 def _count_terms(lam: jax.Array, log_theta: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -136,6 +144,7 @@ def zip_log_likelihood_direct(
     unit_scale: jax.Array,
     logit_pi: jax.Array,
     log_theta: jax.Array | None = None,
+    min_rate: float | None = None,
 ) -> jax.Array:
     """ZIP log-likelihood of every cell under every state, elementwise (B×M×d memory).
 
@@ -150,13 +159,15 @@ def zip_log_likelihood_direct(
     log_theta
         ``[d]`` log NB dispersion for the opt-in zero-inflated negative binomial
         (``noise_model="zinb"``); ``None`` (default, the paper's model) = Poisson.
+    min_rate
+        Optional floor on the rates (:func:`rates`).
 
     Returns
     -------
     ``[B, M]`` summed over genes.
     """
     x = counts[:, None, :]
-    lam = rates(states, unit_scale)[None, :, :]
+    lam = rates(states, unit_scale, min_rate)[None, :, :]
     a, b = _count_terms(lam, log_theta)
     log_pos = jax.nn.log_sigmoid(-logit_pi) + x * a + b + _count_const(x, log_theta)
     per_gene = jnp.where(x == 0, _log_zero_prob(lam, logit_pi, log_theta), log_pos)
@@ -179,12 +190,13 @@ def state_features(
     unit_scale: jax.Array,
     logit_pi: jax.Array,
     log_theta: jax.Array | None = None,
+    min_rate: float | None = None,
 ) -> jax.Array:
     """State side of the matrix form: ``[M, 3d]`` = [a(λ), b(λ), log P(0 | λ)].
 
     Poisson: a = log λ, b = −λ; negative binomial: see :func:`_count_terms`.
     """
-    lam = rates(states, unit_scale)
+    lam = rates(states, unit_scale, min_rate)
     a, b = _count_terms(lam, log_theta)
     return jnp.concatenate([a, b, _log_zero_prob(lam, logit_pi, log_theta)], axis=-1)
 
@@ -195,13 +207,15 @@ def zip_log_likelihood_matrix(
     unit_scale: jax.Array,
     logit_pi: jax.Array,
     log_theta: jax.Array | None = None,
+    min_rate: float | None = None,
 ) -> jax.Array:
     """ZIP log-likelihood ``[B, M]`` as one [B, 3d]·[3d, M] product (no B×M×d tensor).
 
     Same arguments and result as :func:`zip_log_likelihood_direct`.
     """
     cell_feat, const = cell_features(counts, logit_pi, log_theta)
-    return cell_feat @ state_features(states, unit_scale, logit_pi, log_theta).T + const[:, None]
+    features = state_features(states, unit_scale, logit_pi, log_theta, min_rate)
+    return cell_feat @ features.T + const[:, None]
 
 
 def tempered_loss(loglik: jax.Array, temperatures: tuple[float, ...]) -> jax.Array:
@@ -369,6 +383,7 @@ def make_noise_step(config, likelihood: str = "matrix", mesh=None):
     )
 
     negative_binomial = getattr(config, "noise_model", "zip") == "zinb"
+    min_rate = getattr(config, "state_floor", None)
     if mesh is not None:
         from lcdiff.model.sharding import check_divisible, replicated, split_leading
 
@@ -379,7 +394,9 @@ def make_noise_step(config, likelihood: str = "matrix", mesh=None):
 
     def loss_fn(gen, shared, x, noise, unit_scale):
         states = generator_apply(gen, noise)
-        loglik = loglik_fn(x, states, unit_scale, shared["logit_pi"], shared.get("log_theta"))
+        loglik = loglik_fn(
+            x, states, unit_scale, shared["logit_pi"], shared.get("log_theta"), min_rate
+        )
         return tempered_loss(loglik, temperatures)
 
     def step(state, data, key):

@@ -135,18 +135,25 @@ def iter_conditions(source) -> Iterator[np.ndarray]:
         yield source.condition(e)
 
 
-def fit_standardizer(source, control_index: int = 0) -> Standardizer:
+def fit_standardizer(source, control_index: int = 0, scale: str = "pooled") -> Standardizer:
     """Standardizer from one pass over the conditions (same result as ``Standardizer.fit``).
 
     The pooled per-gene variance is accumulated with Chan's pairwise update of (count, mean,
     sum of squared deviations) in float64, so no array of all states is formed.
+
+    ``scale="within"`` (an lcdiff option; the paper pools) divides by the median over conditions
+    of each gene's within-condition std instead: a few conditions with extreme states, or large
+    shifts between conditions, then cannot inflate the unit of a gene far beyond the spread of
+    cells inside any condition.
     """
     count, mean, m2 = 0, None, None
     control_mean = None
+    within = []
     for e, states in enumerate(iter_conditions(source)):
         x = np.asarray(states, np.float64)
         n_b, mean_b = x.shape[0], x.mean(axis=0)
         m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        within.append(np.sqrt(m2_b / max(n_b, 1)))
         if e == control_index:
             control_mean = mean_b
         if mean is None:
@@ -157,9 +164,9 @@ def fit_standardizer(source, control_index: int = 0) -> Standardizer:
         mean = mean + delta * (n_b / total)
         m2 = m2 + m2_b + delta**2 * (count * n_b / total)
         count = total
-    pooled = np.sqrt(m2 / count)
-    scale = np.where(pooled > MIN_SCALE, pooled, 1.0)
-    return Standardizer(control_mean.astype(np.float32), scale.astype(np.float32))
+    spread = np.sqrt(m2 / count) if scale == "pooled" else np.median(np.stack(within), axis=0)
+    unit = np.where(spread > MIN_SCALE, spread, 1.0)
+    return Standardizer(control_mean.astype(np.float32), unit.astype(np.float32))
 
 
 def _generator_rows(
