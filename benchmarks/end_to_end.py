@@ -111,14 +111,16 @@ class StageTimer:
         start, cpu_start = time.perf_counter(), time.process_time()
         out = fn(*args, **kwargs)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        self.rows.append({
-            "stage": name,
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "rss_before_mb": rss_before,
-            "peak_rss_mb": _status_mb("VmHWM"),
-            "rss_after_mb": _status_mb("VmRSS"),
-        })
+        self.rows.append(
+            {
+                "stage": name,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "rss_before_mb": rss_before,
+                "peak_rss_mb": _status_mb("VmHWM"),
+                "rss_after_mb": _status_mb("VmRSS"),
+            }
+        )
         print(json.dumps(self.rows[-1]), file=sys.stderr, flush=True)
         return out
 
@@ -303,13 +305,22 @@ def main() -> None:
     parser.add_argument("--preset", default="fast-zinb")
     parser.add_argument("--noise-steps", type=int, default=None)
     parser.add_argument("--score-steps", type=int, default=None)
-    parser.add_argument("--cells", type=int, default=PREDICT_CELLS,
-                        help="predicted cells per held-out double (every method)")
-    parser.add_argument("--out", default=str(RESULTS / "end_to_end"),
-                        help="output path without suffix; .md and .json are written")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the other datasets' runs already in OUT.json (each run "
-                             "records its own command)")
+    parser.add_argument(
+        "--cells",
+        type=int,
+        default=PREDICT_CELLS,
+        help="predicted cells per held-out double (every method)",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "end_to_end"),
+        help="output path without suffix; .md and .json are written",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other datasets' runs already in OUT.json (each run records its own command)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -375,8 +386,11 @@ def _markdown(record: dict) -> str:
             f"{run['conditions']} conditions ({run['train_conditions']} for training, "
             f"{len(run['split']['test'])} held-out doubles)",
             "",
-            *([f"Command: `{run['command']}`", ""]
-              if run.get("command", record["command"]) != record["command"] else []),
+            *(
+                [f"Command: `{run['command']}`", ""]
+                if run.get("command", record["command"]) != record["command"]
+                else []
+            ),
             f"Preset `{run['preset']}` with noise_steps = {run['noise_steps']}, score_steps = "
             f"{run['score_steps']} (M = {run['mc_samples']}, n_states = {run['n_states']}, "
             f"score batch {run['score_batch_size']}, {run['n_levels']} levels); predict "
@@ -423,11 +437,15 @@ def _quality_markdown(quality: dict) -> list[str]:
             f"| {name} | {s['mmd_mean']:.4f} | {s['mmd_median']:.4f} | "
             f"{s['rmse_mean_mean']:.4f} | " + " | ".join(wins) + " |"
         )
-    lines += ["", "| condition | " + " | ".join(f"MMD² {n}" for n in names) + " |",
-              "|---|" + "---:|" * len(names)]
+    lines += [
+        "",
+        "| condition | " + " | ".join(f"MMD² {n}" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
     for row in quality["per_condition"]:
-        lines.append(f"| {row['condition']} | "
-                     + " | ".join(f"{row[f'mmd_{n}']:.4f}" for n in names) + " |")
+        lines.append(
+            f"| {row['condition']} | " + " | ".join(f"{row[f'mmd_{n}']:.4f}" for n in names) + " |"
+        )
     return [*lines, ""]
 
 

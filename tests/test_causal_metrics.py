@@ -52,10 +52,12 @@ def test_auroc_matches_sklearn_one_vs_one():
     true = _random_truth(d=15, seed=3)
     pred = true + np.random.default_rng(1).normal(0, 1.0, true.shape)
     p, t = _off(pred), sign_classes(_off(true))
-    expected = np.mean([
-        roc_auc_score(t[np.isin(t, pair)] == pair[1], p[np.isin(t, pair)])
-        for pair in [(-1, 0), (-1, 1), (0, 1)]
-    ])
+    expected = np.mean(
+        [
+            roc_auc_score(t[np.isin(t, pair)] == pair[1], p[np.isin(t, pair)])
+            for pair in [(-1, 0), (-1, 1), (0, 1)]
+        ]
+    )
     assert causal_auroc(pred, true) == pytest.approx(expected, abs=1e-12)
     # sklearn's own multiclass OvO on the larger-class score gives the same for a two-class truth
     two_class = np.abs(true)
@@ -84,8 +86,9 @@ def test_f1_matches_sklearn_macro():
     expected = f1_score(sign_classes(_off(true)), sign_classes(_off(pred)), average="macro")
     assert causal_f1(pred, true) == pytest.approx(expected)
     # eps is applied to both matrices
-    expected_eps = f1_score(sign_classes(_off(true), 1.5), sign_classes(_off(pred), 1.5),
-                            average="macro")
+    expected_eps = f1_score(
+        sign_classes(_off(true), 1.5), sign_classes(_off(pred), 1.5), average="macro"
+    )
     assert causal_f1(pred, true, eps=1.5) == pytest.approx(expected_eps)
 
 

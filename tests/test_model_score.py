@@ -36,8 +36,9 @@ def params():
 def test_perturbation_embedding_control_single_double_unseen(params):
     table = jnp.arange(D * E, dtype=jnp.float32).reshape(D, E)
     seen = jnp.array([True, True, False, False])
-    q = jnp.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]],
-                  jnp.float32)
+    q = jnp.array(
+        [[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]], jnp.float32
+    )
     e = np.asarray(perturbation_embedding(table, seen, q))
     mean_seen = (table[0] + table[1]) / 2
     np.testing.assert_allclose(e[0], 0.0)
@@ -53,8 +54,9 @@ def test_sinusoidal_embedding_values():
     tau = np.asarray(sinusoidal_embedding(jnp.array([0, 3]), 6, 30))
     np.testing.assert_allclose(tau[0], [0, 0, 0, 1, 1, 1], atol=1e-7)
     freqs = np.exp(-np.arange(3) * np.log(30) / 2)
-    np.testing.assert_allclose(tau[1], np.concatenate([np.sin(3 * freqs), np.cos(3 * freqs)]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        tau[1], np.concatenate([np.sin(3 * freqs), np.cos(3 * freqs)]), rtol=1e-5
+    )
     assert sinusoidal_embedding(jnp.array([1]), 7, 30).shape == (1, 7)  # odd width zero-padded
 
 
@@ -109,25 +111,43 @@ def test_sampler_chunking_and_probability_flow(params):
     seen = np.ones(D, bool)
     keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(5))
     run = lambda chunk, flow=False, keys=keys: annealed_langevin(  # noqa: E731
-        params, seen, targets, sigmas, 1e-3, 3, keys, 6, probability_flow=flow, chunk_size=chunk)
+        params, seen, targets, sigmas, 1e-3, 3, keys, 6, probability_flow=flow, chunk_size=chunk
+    )
     all_at_once = run(8)
     assert all_at_once.shape == (5, 6, D)
     np.testing.assert_allclose(run(2), all_at_once, rtol=1e-5, atol=1e-6)  # chunks don't matter
     other_keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(5) + 100)
     z0 = np.zeros((6, D), np.float32)
-    flow_a = annealed_langevin(params, seen, targets, sigmas, 1e-3, 3, keys, 6, z0=z0,
-                               probability_flow=True)
-    flow_b = annealed_langevin(params, seen, targets, sigmas, 1e-3, 3, other_keys, 6, z0=z0,
-                               probability_flow=True)
+    flow_a = annealed_langevin(
+        params, seen, targets, sigmas, 1e-3, 3, keys, 6, z0=z0, probability_flow=True
+    )
+    flow_b = annealed_langevin(
+        params, seen, targets, sigmas, 1e-3, 3, other_keys, 6, z0=z0, probability_flow=True
+    )
     np.testing.assert_array_equal(flow_a, flow_b)  # deterministic: keys unused
     assert not np.allclose(run(8, keys=other_keys), all_at_once)
     # one Euler step of the flow from z0 by hand
-    one = annealed_langevin(params, seen, targets[:1], sigmas[:1], 1e-3, 1, keys[:1], 1,
-                            z0=z0[:1], probability_flow=True)
+    one = annealed_langevin(
+        params,
+        seen,
+        targets[:1],
+        sigmas[:1],
+        1e-3,
+        1,
+        keys[:1],
+        1,
+        z0=z0[:1],
+        probability_flow=True,
+    )
     eta = step_sizes(sigmas[:1], 1e-3)[0]  # a single level: η = anneal_dt
     temb = level_embeddings(params, 1)[0]
-    drift = score_from_parts(params, jnp.zeros((1, D)), sigmas[0], temb,
-                             condition_injections(params, jnp.asarray(seen), targets[0]))
+    drift = score_from_parts(
+        params,
+        jnp.zeros((1, D)),
+        sigmas[0],
+        temb,
+        condition_injections(params, jnp.asarray(seen), targets[0]),
+    )
     np.testing.assert_allclose(one[0], eta * np.asarray(drift), rtol=1e-5, atol=1e-7)
 
 
@@ -154,7 +174,11 @@ def test_standardizer_roundtrip():
 def test_presets_and_overrides():
     paper = make_config("paper")
     assert (paper.score_hidden, paper.embed_dim, paper.n_levels, paper.anneal_steps) == (
-        1024, 1024, 30, 500)
+        1024,
+        1024,
+        30,
+        500,
+    )
     assert (paper.mc_samples, paper.noise_batch_size, paper.noise_steps) == (20000, 64, 250_000)
     assert paper.lse_temperatures == (1.0, 20.0) and paper.noise_b2 == 0.99
     assert make_config("paper-norman").weight_decay == 0.3

@@ -428,9 +428,7 @@ def _run_in(
     }
 
 
-def _metadata(
-    screen, split, settings: _Settings, fit_s: float, wall: float, noise_model
-) -> dict:
+def _metadata(screen, split, settings: _Settings, fit_s: float, wall: float, noise_model) -> dict:
     """What was run, for the report's first section and summary.json."""
     test = list(split.test)
     return {

@@ -238,8 +238,16 @@ def query_labels(model) -> list[str]:
 def _check_model(model) -> None:
     missing = [
         name
-        for name in ("genes", "control", "trained_targets", "state_mean", "state_scale", "drift",
-                     "fixed_points", "sample_states")
+        for name in (
+            "genes",
+            "control",
+            "trained_targets",
+            "state_mean",
+            "state_scale",
+            "drift",
+            "fixed_points",
+            "sample_states",
+        )
         if not hasattr(model, name)
     ]
     if missing:
@@ -362,9 +370,7 @@ def clipr(
         result = _clipr_paper(model, queries, mean, scale, tikhonov, solver, tsvd, reference)
     else:
         if moments_from not in ("samples", "score"):
-            raise CliprError(
-                f"moments_from must be 'samples' or 'score'; got {moments_from!r}."
-            )
+            raise CliprError(f"moments_from must be 'samples' or 'score'; got {moments_from!r}.")
         if moments_from == "samples":
             means, cov, info = _sample_moments(
                 model, queries, n_cells, seed, covariance, cov_shrinkage
@@ -476,8 +482,13 @@ def _sample_moments(model, queries, n_cells, seed, covariance, cov_shrinkage):
     cov, used = estimate_covariance(pool, cov_shrinkage)
     if covariance == "pooled":  # each condition lost one degree of freedom to its own mean
         cov *= (pool.shape[0] - 1) / (pool.shape[0] - states.shape[0])
-    info = {"moments_from": "samples", "n_cells": n_cells, "seed": seed,
-            "covariance": covariance, "cov_shrinkage": used}
+    info = {
+        "moments_from": "samples",
+        "n_cells": n_cells,
+        "seed": seed,
+        "covariance": covariance,
+        "cov_shrinkage": used,
+    }
     return means, cov, info
 
 
@@ -514,8 +525,10 @@ def _clipr_moments(
 ) -> CliprResult:
     from lcdiff.causal.moments import moments_solve
 
-    diff = 2.0 * scale**2 if diffusion is None else np.broadcast_to(
-        np.asarray(diffusion, dtype=np.float64), scale.shape
+    diff = (
+        2.0 * scale**2
+        if diffusion is None
+        else np.broadcast_to(np.asarray(diffusion, dtype=np.float64), scale.shape)
     )
     position = {g: i for i, g in enumerate(model.genes)}
     targets = np.array([position[q] for q in queries], dtype=np.int64)
@@ -524,8 +537,12 @@ def _clipr_moments(
     )
     fixed = means[1:].T
     b, c = bias_and_shifts(sol.drift, means[0], fixed)
-    params = {**info, "solver": solver, "ridge": ridge,
-              "diffusion": "2*state_scale^2" if diffusion is None else "user"}
+    params = {
+        **info,
+        "solver": solver,
+        "ridge": ridge,
+        "diffusion": "2*state_scale^2" if diffusion is None else "user",
+    }
     return CliprResult(
         effects=pd.DataFrame(),
         drift=sol.drift,

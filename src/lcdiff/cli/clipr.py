@@ -31,12 +31,17 @@ def clipr_command(
         ..., help="Model folder written by 'lcdiff fit'.", show_default=False
     ),
     out: Path = typer.Option(
-        ..., "-o", "--out", help="Output CSV (rows = source gene, columns = target gene).",
+        ...,
+        "-o",
+        "--out",
+        help="Output CSV (rows = source gene, columns = target gene).",
         show_default=False,
     ),
     method: str = typer.Option(
-        "paper", "--method", help="'paper' (fixed points + drift, the published estimator) or "
-        "'moments' (directed estimator from stationary moments)."
+        "paper",
+        "--method",
+        help="'paper' (fixed points + drift, the published estimator) or "
+        "'moments' (directed estimator from stationary moments).",
     ),
     tikhonov: float = typer.Option(1e-2, "--tikhonov", min=0.0, help="Ridge of the paper solve."),
     solver: str = typer.Option("tikhonov", "--solver", help="'tikhonov', 'pinv' or 'tsvd'."),
@@ -44,13 +49,17 @@ def clipr_command(
         None, "--tsvd", help="Fraction of singular values for 'tsvd'."
     ),
     reference: str = typer.Option(
-        "origin", "--reference", help="Paper method: where the drift is read. 'origin' (the "
+        "origin",
+        "--reference",
+        help="Paper method: where the drift is read. 'origin' (the "
         "state origin, the published estimator) or 'control' (the control mean, inside the "
-        "data; fixed points centred there)."
+        "data; fixed points centred there).",
     ),
     moments_from: str = typer.Option(
-        "score", "--moments-from", help="Moments method: 'score' (fixed points + score "
-        "Jacobian) or 'samples' (stationary samples)."
+        "score",
+        "--moments-from",
+        help="Moments method: 'score' (fixed points + score "
+        "Jacobian) or 'samples' (stationary samples).",
     ),
     n_cells: int = typer.Option(
         2000, "--n-cells", min=2, help="Samples per condition for --moments-from samples."
@@ -80,11 +89,16 @@ def clipr_command(
     check_output(out, force)
     model = load_model(model_dir)
     effects = clipr(
-        model, method=method, tikhonov=tikhonov, solver=solver, tsvd=tsvd,
-        reference=reference, moments_from=moments_from, n_cells=n_cells, seed=seed,
+        model,
+        method=method,
+        tikhonov=tikhonov,
+        solver=solver,
+        tsvd=tsvd,
+        reference=reference,
+        moments_from=moments_from,
+        n_cells=n_cells,
+        seed=seed,
     )
     write_csv(effects, out)
     what = method if method != "paper" else f"paper, drift at the {reference}"
-    typer.echo(
-        f"Wrote the {effects.shape[0]} × {effects.shape[1]} CLIPR matrix ({what}) to {out}."
-    )
+    typer.echo(f"Wrote the {effects.shape[0]} × {effects.shape[1]} CLIPR matrix ({what}) to {out}.")

@@ -121,8 +121,10 @@ def prepare(
     n_cells_in, n_genes_in = getattr(adata, "n_obs", 0), getattr(adata, "n_vars", 0)
     _check_positive("min_cells_per_perturbation", min_cells_per_perturbation, minimum=2)
     _check_positive("n_markers", n_markers, minimum=0)
-    if n_genes != "auto" and n_genes is not None and (
-        isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1
+    if (
+        n_genes != "auto"
+        and n_genes is not None
+        and (isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1)
     ):
         raise GeneSelectionError(
             f"n_genes must be a positive integer, 'auto' or None, got {n_genes!r}."

@@ -348,8 +348,7 @@ def _validate(c: LCDConfig) -> None:
         not isinstance(c.devices, int) or isinstance(c.devices, bool) or c.devices < 1
     ):
         raise ConfigError(
-            f"devices must be a positive integer or None (all visible devices), got "
-            f"{c.devices!r}."
+            f"devices must be a positive integer or None (all visible devices), got {c.devices!r}."
         )
     if c.noise_warmup < 0:
         raise ConfigError(f"noise_warmup must be >= 0, got {c.noise_warmup}.")

@@ -346,15 +346,11 @@ class LCD:
                 self._noise = self._reused_noise(noise_model_from)
             else:
                 self._noise = self._fit_noise(k_noise, folder, resume, fingerprint, progress)
-            source = GeneratorStates(
-                self._noise["gen"], k_states, c.n_states, c.generator_hidden
-            )
+            source = GeneratorStates(self._noise["gen"], k_states, c.n_states, c.generator_hidden)
         # states are streamed (one condition, or one batch, at a time): no array of all
         # conditions' states is ever formed (lcdiff.model.streaming)
         self._standardizer = fit_standardizer(source, control_index=0)
-        self._score_params = self._fit_score(
-            k_score, source, folder, resume, fingerprint, progress
-        )
+        self._score_params = self._fit_score(k_score, source, folder, resume, fingerprint, progress)
         self.is_fitted = True
         return self
 
@@ -494,9 +490,7 @@ class LCD:
         if state is None:
             state = fresh()
         state = put_replicated(state, mesh)
-        data = stream_data(
-            source, self._standardizer, self._targets, self._seen, self.sigmas, mesh
-        )
+        data = stream_data(source, self._standardizer, self._targets, self._seen, self.sigmas, mesh)
         step = make_stream_score_step(c, source.kind, mesh)
         state, losses = run_stage(
             STAGE_B,
