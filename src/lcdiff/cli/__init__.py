@@ -2,13 +2,16 @@
 
 Each sub-command lives in its own module of this package and registers itself on ``app``.
 ``main`` turns every :class:`lcdiff.errors.LcdiffError` (and common file errors) into a
-one-line message and a non-zero exit code; ``--debug`` shows the traceback instead.
+one-line message and a non-zero exit code; ``--debug`` shows the traceback instead. Messages
+and warnings are shown in command-line terms (:func:`lcdiff.errors.cli_message`: flags, not
+keyword arguments), each on one line, warnings as ``warning: ...`` without source paths.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -46,9 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     one line ``error: ...`` on stderr and exit code 2; any other failure exits with 1 and the
     same one-line form. ``--debug`` re-raises so that the traceback is shown.
     """
-    from lcdiff.errors import LcdiffError
-
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return _main(argv)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one line ``warning: ...`` in command-line terms (no source path)."""
+    from lcdiff.errors import cli_message
+
+    text = cli_message(message) if isinstance(message, Warning) else str(message)
+    typer.echo(f"warning: {_first_line(text)}", err=True)
+
+
+def _main(argv: list[str]) -> int:
+    from lcdiff.errors import LcdiffError, cli_message
+
     debug = "--debug" in argv
     _load_commands()
     try:
@@ -68,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if isinstance(exc, LcdiffError | OSError):
-            typer.echo(f"error: {_first_line(exc)}", err=True)
+            typer.echo(f"error: {_first_line(cli_message(exc)) or _first_line(exc)}", err=True)
             return EXIT_BAD_INPUT
         typer.echo(
             f"error: {type(exc).__name__}: {_first_line(exc)} "
@@ -80,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if text:
+        return text.splitlines()[0]
+    return type(exc).__name__ if isinstance(exc, BaseException) else ""
 
 
 # --- helpers shared by the command modules ---------------------------------------------------
