@@ -50,6 +50,23 @@ METHODS = ("paper", "moments")
 REFERENCES = ("origin", "control")
 
 
+#: What an entry of each estimator's effect matrix measures. Stored with every matrix:
+#: ``effects.attrs["units"]``, ``screen.uns["clipr"][key]["units"]`` and the metadata file that
+#: ``lcdiff clipr`` writes beside its CSV.
+EFFECT_UNITS = {
+    "paper": (
+        "Jacobian of the learned score (d log p / ds) with respect to the latent state s, "
+        "s = state_mean + state_scale * z (the noise model's latent state; the training X with "
+        "noise_model=None): units of 1 / (latent-state unit)^2, so entries grow as state_scale "
+        "shrinks; compare signs and ranks, not magnitudes, with a network in other units"
+    ),
+    "moments": (
+        "drift Jacobian of the latent-state SDE ds = f(s) dt + sqrt(2) * state_scale dW: a rate, "
+        "per unit of SDE time (latent-state units cancel)"
+    ),
+}
+
+
 class CliprError(LcdiffError, ValueError):
     """CLIPR inputs are inconsistent (shapes, non-finite responses, unknown options)."""
 
@@ -381,6 +398,15 @@ def clipr(
             model, queries, scale, means, cov, info, diffusion, moments_solver, ridge
         )
     result.effects = causal_frame(result.drift, genes)
+    result.effects.attrs["units"] = EFFECT_UNITS[method]
+    result.params["units"] = EFFECT_UNITS[method]
+    from lcdiff._io import check_finite
+
+    check_finite(
+        result.effects,
+        f"The CLIPR effect matrix ({method})",
+        "The fixed points or the drift of the model are broken; check the model's predictions.",
+    )
     if screen is not None:
         default_key = f"clipr_{method}" if reference == "origin" else f"clipr_{method}_{reference}"
         _write_to_screen(screen, result, genes, key_added or default_key)

@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without a "<bool>" type, copyable text
 )
 
 # Sub-command modules, imported in this order (each defines commands on ``app``).
@@ -105,6 +106,63 @@ def _first_line(exc: BaseException | str) -> str:
 
 
 # --- helpers shared by the command modules ---------------------------------------------------
+def preset_help(what: str = "LCD hyperparameters") -> str:
+    """Help text of a ``--preset`` option, listing every preset of :mod:`lcdiff.model.config`."""
+    from lcdiff.model.config import PRESETS
+
+    return f"{what}, one of: {', '.join(PRESETS)} (see the README, 'Fitting LCD')."
+
+
+def check_preset(preset: str) -> None:
+    """Refuse an unknown ``--preset`` before any work, in command-line terms."""
+    from lcdiff.errors import ConfigError
+    from lcdiff.model.config import PRESETS
+
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"Unknown LCD preset {preset!r}; choose one of {list(PRESETS)}.",
+            cli=f"Unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}.",
+        )
+
+
+def parse_settings(values: list[str] | None, preset: str) -> dict:
+    """``--set NAME=VALUE`` options as LCD hyperparameter overrides (checked against ``preset``).
+
+    VALUE is read as JSON where it can be (``1024``, ``0.5``, ``null``, ``[1, 20]``), else as a
+    string (``--set noise_model=zinb``).
+
+    Raises
+    ------
+    ConfigError
+        For a malformed option, an unknown hyperparameter or an invalid value.
+    """
+    import json
+
+    from lcdiff.errors import ConfigError
+    from lcdiff.model.config import make_config
+
+    overrides: dict = {}
+    for item in values or []:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(
+                f"Malformed setting {item!r}; write NAME=VALUE, e.g. score_hidden=1024.",
+                cli=f"Malformed --set {item!r}; write --set NAME=VALUE, e.g. "
+                "--set score_hidden=1024.",
+            )
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw.strip()
+        overrides[name] = tuple(value) if isinstance(value, list) else value
+    try:
+        make_config(preset, **overrides)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), cli=f"--set: {_first_line(exc)}") from exc
+    return overrides
+
+
 def read_h5ad(path: str | Path):
     """Read an ``.h5ad`` file, turning the usual failures into typed one-line errors.
 
@@ -207,9 +265,16 @@ def check_output(path: str | Path, force: bool = False, marker: str | None = Non
 
 
 def write_h5ad(adata, path: str | Path) -> Path:
-    """Write an AnnData to ``path`` atomically (temporary file in the same folder, then rename)."""
-    from lcdiff._io import atomic_write_h5ad
+    """Write an AnnData to ``path`` atomically (temporary file in the same folder, then rename).
 
+    Raises
+    ------
+    NonFiniteOutputError
+        If ``X``, a layer or ``obsm`` holds NaN or infinite values (nothing is written).
+    """
+    from lcdiff._io import atomic_write_h5ad, check_prediction
+
+    check_prediction(adata, f"The output {Path(path).name}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_h5ad(adata, path)
 

@@ -87,6 +87,8 @@ def clipr_command(
     if out.suffix.lower() != ".csv":
         raise DataFormatError(f"Output {str(out)!r} must be a .csv file, e.g. 'effects.csv'.")
     check_output(out, force)
+    meta_path = out.with_suffix(".json")
+    check_output(meta_path, force)
     model = load_model(model_dir)
     effects = clipr(
         model,
@@ -99,6 +101,25 @@ def clipr_command(
         n_cells=n_cells,
         seed=seed,
     )
+    import json
+
+    from lcdiff import __version__
+    from lcdiff._io import atomic_write_text, check_finite
+
+    check_finite(effects, "The CLIPR effect matrix")
+    record = {
+        "file": out.name,
+        "rows": "source gene",
+        "columns": "target gene",
+        "entry": "direct effect of the row gene on the column gene",
+        "units": effects.attrs.get("units", ""),
+        "method": method,
+        "reference": reference if method == "paper" else None,
+        "model": str(model_dir),
+        "lcdiff_version": __version__,
+    }
     write_csv(effects, out)
+    atomic_write_text(meta_path, json.dumps(record, indent=2))
     what = method if method != "paper" else f"paper, drift at the {reference}"
     typer.echo(f"Wrote the {effects.shape[0]} × {effects.shape[1]} CLIPR matrix ({what}) to {out}.")
+    typer.echo(f"Units: {record['units']} (recorded in {meta_path}).")

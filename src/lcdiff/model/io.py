@@ -183,8 +183,8 @@ def check_model_folder(folder: str | os.PathLike, force: bool = False) -> Path:
         return folder
     if MODEL_JSON in names:
         raise OutputExistsError(
-            f"{folder} holds a saved model already; pass force=True (CLI: --force) to replace "
-            "it, or save to a new folder."
+            f"{folder} holds a saved model already; pass force=True to replace it, or save to a "
+            "new folder."
         )
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     raise OutputExistsError(
@@ -246,11 +246,16 @@ def read_model(folder: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     if version >= 2:
         changed = changed_entries(meta)
         if changed:
-            raise ModelFileError(
+            problem = (
                 f"{json_path} was changed after the model was saved ({'; '.join(changed)}), so "
                 "the model cannot be trusted. Restore the file or refit; to sample with other "
-                "settings, pass them at prediction time (predict(..., anneal_steps=..., "
-                "anneal_dt=...); CLI: --anneal-steps, --anneal-dt) instead of editing the file."
+                "settings, pass them at prediction time"
+            )
+            raise ModelFileError(
+                f"{problem} (predict(..., anneal_steps=..., anneal_dt=...)) instead of editing "
+                "the file.",
+                cli=f"{problem} (lcdiff predict --anneal-steps N --anneal-dt DT) instead of "
+                "editing the file.",
             )
     else:
         warnings.warn(

@@ -102,17 +102,18 @@ def _warn_if_rank_limited(hidden: int, d: int) -> None:
     count (1024 hidden units for 1000 genes).
     """
     if hidden < d:
-        problem = (
-            f"score_hidden={hidden} is smaller than the number of genes ({d}): the score "
-            f"network's output lies in a {hidden}-dimensional subspace, so in the other "
-            f"{d - hidden} directions it gives every condition the same score."
+        effect = (
+            f"the score network's output lies in a {hidden}-dimensional subspace, so in the "
+            f"other {d - hidden} directions it gives every condition the same score."
         )
         warnings.warn(
             LcdiffWarning(
-                f"{problem} Consider score_hidden >= {d} (the paper uses 1024 for 1000 genes; "
-                "stage B then costs more) or fewer genes (lc.pp.prepare(..., n_genes=...)).",
-                cli=f"{problem} Pass --set score_hidden={d} (stage B then costs more) or model "
-                f"fewer genes (--n-genes {hidden}).",
+                f"score_hidden={hidden} is smaller than the number of genes ({d}): {effect} "
+                f"Consider score_hidden >= {d} (the paper uses 1024 for 1000 genes; stage B then "
+                "costs more) or fewer genes (lc.pp.prepare(..., n_genes=...)).",
+                cli=f"The score network is {hidden} units wide, fewer than the {d} genes: "
+                f"{effect} Pass --set score_hidden={d} (stage B then costs more) or model fewer "
+                f"genes (--n-genes {hidden}).",
             ),
             stacklevel=3,
         )
