@@ -76,7 +76,10 @@ def _check(
         rel = np.linalg.norm(learned - exact) / np.linalg.norm(exact)
         assert rel < score_tol, f"score error {rel:.3f} for {label}"
 
-    samples = model.sample_states([HELDOUT], n_cells=2000, seed=1)[0]
+    # 6000 chains: the relative Frobenius error of a sample covariance from 2000 cells is ~0.05
+    # by itself, as large as the margin between the model's covariance error (~0.27 over seeds
+    # 1-4 of the per-cell random streams, issue 17) and the tolerance
+    samples = model.sample_states([HELDOUT], n_cells=6000, seed=1)[0]
     std = np.sqrt(np.diag(family.sigma))
     mean_err = np.abs(samples.mean(0) - family.mean(HELDOUT)) / std
     assert mean_err.max() < mean_tol, mean_err
