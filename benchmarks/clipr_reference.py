@@ -65,9 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--graph", default="er")
     parser.add_argument("--systems", type=int, default=3, help="Oracle systems per p/d.")
     parser.add_argument("--skip-toy", action="store_true", help="Skip the LCD fit (b).")
-    parser.add_argument("--lcd-from-json", default=None,
-                        help="Take part (b) from an earlier results JSON of this script (the "
-                             "fit is deterministic given preset and seed) instead of refitting.")
+    parser.add_argument(
+        "--lcd-from-json",
+        default=None,
+        help="Take part (b) from an earlier results JSON of this script (the "
+        "fit is deterministic given preset and seed) instead of refitting.",
+    )
     parser.add_argument("--preset", default="fast-zinb", help="LCD preset of part (b).")
     parser.add_argument("--seed", type=int, default=0, help="Split and fit seed of part (b).")
     parser.add_argument("--name", default="clipr_reference")
@@ -89,23 +92,36 @@ def oracle_part(args) -> list[dict]:
             for mode in ("drift", "score"):
                 model = lc.causal.LinearSDEOracle.from_simulation(data, mode=mode)
                 for reference in REFERENCES:
-                    name = f"paper · {'true drift' if mode == 'drift' else 'exact score'} · " \
-                           f"{reference}"
-                    rows[name] = lc.tl.clipr(model, tikhonov=tikhonov,
-                                             reference=reference).to_numpy()
+                    name = (
+                        f"paper · {'true drift' if mode == 'drift' else 'exact score'} · "
+                        f"{reference}"
+                    )
+                    rows[name] = lc.tl.clipr(
+                        model, tikhonov=tikhonov, reference=reference
+                    ).to_numpy()
             # Baseline: the directed moments estimator on exact population moments.
             model = lc.causal.LinearSDEOracle.from_simulation(data)
             targets = np.array([model.genes.index(t) for t in model.trained_targets])
             means = model.stationary_means([model.control, *model.trained_targets])
-            drift = lc.causal.moments_solve(means[0], model.cov, means[1:], targets,
-                                            model.diffusion)
+            drift = lc.causal.moments_solve(
+                means[0], model.cov, means[1:], targets, model.diffusion
+            )
             rows["moments · exact moments (baseline)"] = drift.T
             for row, mat in rows.items():
-                records.append({"frac": frac, "seed": seed, "row": row, "tikhonov": tikhonov,
-                                **score(mat, true)})
-            print(f"p/d={frac:g} seed={seed}: "
-                  + ", ".join(f"{r['row']}={r['causal_auroc']:.3f}"
-                              for r in records[-len(rows):]), flush=True)
+                records.append(
+                    {
+                        "frac": frac,
+                        "seed": seed,
+                        "row": row,
+                        "tikhonov": tikhonov,
+                        **score(mat, true),
+                    }
+                )
+            print(
+                f"p/d={frac:g} seed={seed}: "
+                + ", ".join(f"{r['row']}={r['causal_auroc']:.3f}" for r in records[-len(rows) :]),
+                flush=True,
+            )
     return records
 
 
@@ -114,15 +130,21 @@ def oracle_markdown(records: list[dict]) -> list[str]:
     fracs = sorted(frame["frac"].unique())
     lines = []
     for metric in ("causal_auroc", "causal_pearson"):
-        lines += [f"### {metric} (mean ± std over systems)", "",
-                  "| row | " + " | ".join(f"p/d = {f:g}" for f in fracs) + " |",
-                  "|---|" + "---|" * len(fracs)]
+        lines += [
+            f"### {metric} (mean ± std over systems)",
+            "",
+            "| row | " + " | ".join(f"p/d = {f:g}" for f in fracs) + " |",
+            "|---|" + "---|" * len(fracs),
+        ]
         for row in dict.fromkeys(frame["row"]):
             cells = []
             for f in fracs:
                 vals = frame[(frame["frac"] == f) & (frame["row"] == row)][metric].to_numpy()
-                cells.append(f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}" if len(vals) > 1
-                             else f"{vals.mean():.3f}")
+                cells.append(
+                    f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}"
+                    if len(vals) > 1
+                    else f"{vals.mean():.3f}"
+                )
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -136,15 +158,21 @@ def toy_part(args) -> dict:
 
     raw = lc.datasets.toy_screen()
     truth = _true_network(raw)
-    held = lc.pp.split(raw.obs["perturbation"].astype(str), scheme="random",
-                       test_fraction=HELDOUT_FRACTION, seed=args.seed).test
+    held = lc.pp.split(
+        raw.obs["perturbation"].astype(str),
+        scheme="random",
+        test_fraction=HELDOUT_FRACTION,
+        seed=args.seed,
+    ).test
     screen = lc.pp.prepare(raw, n_genes=None, test_labels=held)
     present = set(screen.obs["perturbation"].astype(str))
-    split = lc.pp.split(screen, scheme="custom", test=[lab for lab in held if lab in present],
-                        seed=args.seed)
+    split = lc.pp.split(
+        screen, scheme="custom", test=[lab for lab in held if lab in present], seed=args.seed
+    )
     start = time.perf_counter()
-    model = lc.LCD(split.subset(screen, "train"), preset=args.preset,
-                   seed=args.seed).fit(progress=False)
+    model = lc.LCD(split.subset(screen, "train"), preset=args.preset, seed=args.seed).fit(
+        progress=False
+    )
     fit_s = time.perf_counter() - start
     print(f"LCD fit ({args.preset}): {fit_s:.0f} s", flush=True)
 
@@ -160,8 +188,10 @@ def toy_part(args) -> dict:
     timings["moments (demo settings)"] = time.perf_counter() - start
     rows["moments (demo settings)"] = _score_clipr(effects, truth)
     for name, metrics in rows.items():
-        print(f"{name}: AUROC {metrics['causal_auroc']:.3f}, "
-              f"Pearson {metrics['causal_pearson']:.3f}", flush=True)
+        print(
+            f"{name}: AUROC {metrics['causal_auroc']:.3f}, Pearson {metrics['causal_pearson']:.3f}",
+            flush=True,
+        )
 
     # How far is the published reference point from the data? |z| of the origin per gene,
     # in pooled standard deviations of the states.
@@ -174,8 +204,11 @@ def toy_part(args) -> dict:
         "seed": args.seed,
         "n_genes": len(model.genes),
         "n_queries": len(lc.causal.query_labels(model)),
-        "origin_distance_sd": {"median": float(np.median(z_origin)),
-                               "min": float(z_origin.min()), "max": float(z_origin.max())},
+        "origin_distance_sd": {
+            "median": float(np.median(z_origin)),
+            "min": float(z_origin.min()),
+            "max": float(z_origin.max()),
+        },
     }
 
 
@@ -201,8 +234,9 @@ class ToyDriftOracle:
         self.control = "ctrl"
         self._position = {g: i for i, g in enumerate(self.genes)}
         self._u = np.asarray(sim["shifts"]["u"], dtype=np.float64)
-        self.trained_targets = sorted(map(str, sim["shifts"]["targets"]),
-                                      key=self._position.__getitem__)
+        self.trained_targets = sorted(
+            map(str, sim["shifts"]["targets"]), key=self._position.__getitem__
+        )
         self.translate = translate
         latent = np.asarray(raw.obsm["latent"], dtype=np.float64)
         labels = raw.obs["perturbation"].astype(str).to_numpy()
@@ -220,8 +254,10 @@ class ToyDriftOracle:
 
     def drift(self, z, labels, level: int = -1) -> np.ndarray:
         s = self.state_mean + self.state_scale * np.asarray(z, dtype=np.float64)
-        values = [self.network.drift(s[q] - self.translate, self._shift(label))
-                  for q, label in enumerate(labels)]
+        values = [
+            self.network.drift(s[q] - self.translate, self._shift(label))
+            for q, label in enumerate(labels)
+        ]
         return self.state_scale * np.stack(values)  # score convention: state value ÷ scale
 
     def fixed_points(self, labels, z0=None) -> np.ndarray:
@@ -241,33 +277,43 @@ def toy_oracle_part() -> dict:
         for reference in REFERENCES:
             effects = lc.tl.clipr(model, tikhonov=1e-2, reference=reference).to_numpy()
             rows[f"paper · true drift · {reference} · translate {translate:+g}"] = score(
-                effects, truth)
+                effects, truth
+            )
     # Model-free baseline: moments of the simulator's latent states (diffusion σ² = 0.25).
     model = ToyDriftOracle(raw)
     latent = np.asarray(raw.obsm["latent"], dtype=np.float64)
     labels = raw.obs["perturbation"].astype(str).to_numpy()
     cov, _ = lc.causal.estimate_covariance(latent[labels == model.control], "ledoit-wolf")
-    means = np.stack([latent[labels == lab].mean(axis=0)
-                      for lab in [model.control, *model.trained_targets]])
+    means = np.stack(
+        [latent[labels == lab].mean(axis=0) for lab in [model.control, *model.trained_targets]]
+    )
     targets = np.array([model.genes.index(t) for t in model.trained_targets])
     noise = float(raw.uns["simulation"]["noise"])
-    drift = lc.causal.moments_solve(means[0], cov, means[1:], targets, noise**2, method="cg",
-                                    ridge=0.1)
+    drift = lc.causal.moments_solve(
+        means[0], cov, means[1:], targets, noise**2, method="cg", ridge=0.1
+    )
     rows["moments · latent sample moments (no model)"] = score(drift.T, truth)
     distance = np.abs(model.state_mean / model.state_scale)
     for name, metrics in rows.items():
         print(f"{name}: AUROC {metrics['causal_auroc']:.3f}", flush=True)
-    return {"rows": rows, "origin_distance_sd": {"median": float(np.median(distance)),
-                                                 "min": float(distance.min()),
-                                                 "max": float(distance.max())}}
+    return {
+        "rows": rows,
+        "origin_distance_sd": {
+            "median": float(np.median(distance)),
+            "min": float(distance.min()),
+            "max": float(distance.max()),
+        },
+    }
 
 
 def rows_table(rows: dict, seconds: dict | None = None) -> list[str]:
     head = "| estimator | AUROC | Pearson | F1 |" + (" CLIPR time (s) |" if seconds else "")
     lines = [head, "|---|---|---|---|" + ("---|" if seconds else "")]
     for name, m in rows.items():
-        line = (f"| {name} | {m['causal_auroc']:.3f} | {m['causal_pearson']:.3f} | "
-                f"{m['causal_f1']:.3f} |")
+        line = (
+            f"| {name} | {m['causal_auroc']:.3f} | {m['causal_pearson']:.3f} | "
+            f"{m['causal_f1']:.3f} |"
+        )
         lines.append(line + (f" {seconds[name]:.1f} |" if seconds else ""))
     return [*lines, ""]
 
@@ -279,7 +325,8 @@ def toy_markdown(toy: dict) -> list[str]:
         f"on the demo's training split; {toy['n_queries']} single-gene queries of "
         f"{toy['n_genes']} genes. The state origin lies {dist['median']:.1f} pooled standard "
         f"deviations from the control mean per gene (median; min {dist['min']:.1f}, max "
-        f"{dist['max']:.1f}).", "",
+        f"{dist['max']:.1f}).",
+        "",
     ]
     if toy.get("command"):
         lines += [f"Part (b) was measured by `{toy['command']}` and read from its JSON.", ""]
@@ -291,13 +338,18 @@ def reading(records: list[dict], toy: dict | None, toy_oracle: dict) -> list[str
     frame = pd.DataFrame(records)
     mean = frame.groupby(["row", "frac"])["causal_auroc"].mean()
     fracs = sorted(frame["frac"].unique())
-    gap = [mean[("paper · true drift · control", f)] - mean[("paper · true drift · origin", f)]
-           for f in fracs]
-    score_gap = [mean[("paper · exact score · control", f)]
-                 - mean[("paper · exact score · origin", f)] for f in fracs]
+    gap = [
+        mean[("paper · true drift · control", f)] - mean[("paper · true drift · origin", f)]
+        for f in fracs
+    ]
+    score_gap = [
+        mean[("paper · exact score · control", f)] - mean[("paper · exact score · origin", f)]
+        for f in fracs
+    ]
     orc = {k: v["causal_auroc"] for k, v in toy_oracle["rows"].items()}
     lines = [
-        "## Reading", "",
+        "## Reading",
+        "",
         f"- Linear oracle: an exactly affine drift makes both references exact when every gene "
         f"is perturbed; with fewer queries they solve different under-determined regressions. "
         f"Control minus origin AUROC: true drift {', '.join(f'{g:+.3f}' for g in gap)}, exact "
@@ -324,8 +376,8 @@ def reading(records: list[dict], toy: dict | None, toy_oracle: dict) -> list[str
         "second point and keeps information on those rows. The control reference is "
         "invariant to translating the coordinates (same AUROC at +0 and +5); the origin is "
         f"not ({orc['paper · true drift · origin · translate +5']:.3f} at +5).",
-        "- Verdict: `reference=\"control\"` is not better here; the published origin stays the "
-        "default and `method=\"moments\"` remains the estimator that recovers the network.",
+        '- Verdict: `reference="control"` is not better here; the published origin stays the '
+        'default and `method="moments"` remains the estimator that recovers the network.',
         "",
     ]
     return lines
@@ -346,32 +398,47 @@ def main(argv=None) -> int:
         toy = None if args.skip_toy else toy_part(args)
     seconds = time.perf_counter() - started
     lines = [
-        "# CLIPR paper estimator: drift at the state origin vs at the control mean", "",
-        f"Command: `{command}`", "",
+        "# CLIPR paper estimator: drift at the state origin vs at the control mean",
+        "",
+        f"Command: `{command}`",
+        "",
         f"Total {seconds / 60:.1f} min on {platform.machine()} CPU ({os.cpu_count()} cores, "
         "shared with other jobs). Metrics: `lc.eval.causal_metrics` (3-class AUROC, Pearson, "
-        "macro-F1 at ε = 0.5; off-diagonal; row = source).", "",
+        "macro-F1 at ε = 0.5; off-diagonal; row = source).",
+        "",
         f"## (a) Linear oracle: {args.graph.upper()}, d = {args.d}, {args.systems} systems, "
-        f"τ = {PAPER_TIKHONOV.get(args.d, 1e-3):g}", "",
+        f"τ = {PAPER_TIKHONOV.get(args.d, 1e-3):g}",
+        "",
         *oracle_markdown(records),
     ]
     if toy is not None:
-        lines += ["## (b) Toy screen (`lc.datasets.toy_screen()`), one LCD fit", "",
-                  *toy_markdown(toy)]
+        lines += [
+            "## (b) Toy screen (`lc.datasets.toy_screen()`), one LCD fit",
+            "",
+            *toy_markdown(toy),
+        ]
     dist = toy_oracle["origin_distance_sd"]
     lines += [
-        "## (c) Toy screen, the simulator's true drift (no model)", "",
+        "## (c) Toy screen, the simulator's true drift (no model)",
+        "",
         f"τ = 1e-2. In the simulator's latent space (translate +0) the origin lies "
         f"{dist['median']:.1f} pooled standard deviations from the control mean per gene "
         f"(median; min {dist['min']:.1f}, max {dist['max']:.1f}); translate +5 moves the data "
-        "5 log units away from the origin.", "",
+        "5 log units away from the origin.",
+        "",
         *rows_table(toy_oracle["rows"]),
     ]
     lines += reading(records, toy, toy_oracle)
     md = "\n".join(lines)
-    payload = {"command": command, "args": vars(args), "seconds": seconds,
-               "oracle_records": records, "toy": toy, "toy_true_drift": toy_oracle,
-               "lcdiff_version": lc.__version__}
+    payload = {
+        "command": command,
+        "args": vars(args),
+        "seconds": seconds,
+        "oracle_records": records,
+        "toy": toy,
+        "toy_true_drift": toy_oracle,
+        "lcdiff_version": lc.__version__,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{args.name}.md", md + "\n")
     atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=1) + "\n")

@@ -73,14 +73,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lcd-systems", type=int, default=1, help="Systems with a trained LCD.")
     parser.add_argument("--lcd-graphs", default="er")
     parser.add_argument("--lcd-preset", default="fast")
-    parser.add_argument("--lcd-cells", type=int, default=500,
-                        help="Samples per condition for the LCD sample-moments row (0: skip).")
+    parser.add_argument(
+        "--lcd-cells",
+        type=int,
+        default=500,
+        help="Samples per condition for the LCD sample-moments row (0: skip).",
+    )
     parser.add_argument("--name", default="clipr_synthetic")
-    parser.add_argument("--from-json", default=None,
-                        help="Re-render <name>.md from a results JSON of this script.")
-    parser.add_argument("--timing-only", action="store_true",
-                        help="Only time the moments solve at --d with p = 0.7 d (exact moments) "
-                             "against the paper solve; writes <name>_timing.{md,json}.")
+    parser.add_argument(
+        "--from-json", default=None, help="Re-render <name>.md from a results JSON of this script."
+    )
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="Only time the moments solve at --d with p = 0.7 d (exact moments) "
+        "against the paper solve; writes <name>_timing.{md,json}.",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,29 +101,42 @@ def timing(args, command: str) -> int:
     targets = np.array([model.genes.index(t) for t in model.trained_targets])
     means = model.stationary_means([model.control, *model.trained_targets])
     start = time.perf_counter()
-    sol = lc.causal.moments_solve(means[0], model.cov, means[1:], targets, model.diffusion,
-                                  return_details=True)
+    sol = lc.causal.moments_solve(
+        means[0], model.cov, means[1:], targets, model.diffusion, return_details=True
+    )
     moments_s = time.perf_counter() - start
     f0 = -model.a @ means[1:].T  # the paper solve's input for the true drift: f_q(0) = −A μ_q
     start = time.perf_counter()
     paper = lc.causal.clipr_solve(f0, means[1:].T, tikhonov=PAPER_TIKHONOV.get(args.d, 1e-4))
     paper_s = time.perf_counter() - start
     result = {
-        "command": command, "d": args.d, "p": p, "threads": os.cpu_count(),
-        "moments_solve_s": moments_s, "moments_cg_iterations": sol.iterations,
+        "command": command,
+        "d": args.d,
+        "p": p,
+        "threads": os.cpu_count(),
+        "moments_solve_s": moments_s,
+        "moments_cg_iterations": sol.iterations,
         "moments_auroc": score(sol.drift.T, true)["causal_auroc"],
-        "paper_solve_s": paper_s, "paper_auroc": score(paper.T, true)["causal_auroc"],
+        "paper_solve_s": paper_s,
+        "paper_auroc": score(paper.T, true)["causal_auroc"],
     }
-    md = "\n".join([
-        f"# CLIPR solver timing (d = {args.d}, p = {p}, exact moments)", "",
-        f"Command: `{command}`", "",
-        "| solver | wall time (s) | AUROC |", "|---|---|---|",
-        f"| moments_solve (CG, {sol.iterations} iterations) | {moments_s:.1f} | "
-        f"{result['moments_auroc']:.4f} |",
-        f"| clipr_solve (paper, true drift; baseline) | {paper_s:.1f} | "
-        f"{result['paper_auroc']:.4f} |",
-        "", f"{os.cpu_count()} CPU cores visible, shared with other jobs.", "",
-    ])
+    md = "\n".join(
+        [
+            f"# CLIPR solver timing (d = {args.d}, p = {p}, exact moments)",
+            "",
+            f"Command: `{command}`",
+            "",
+            "| solver | wall time (s) | AUROC |",
+            "|---|---|---|",
+            f"| moments_solve (CG, {sol.iterations} iterations) | {moments_s:.1f} | "
+            f"{result['moments_auroc']:.4f} |",
+            f"| clipr_solve (paper, true drift; baseline) | {paper_s:.1f} | "
+            f"{result['paper_auroc']:.4f} |",
+            "",
+            f"{os.cpu_count()} CPU cores visible, shared with other jobs.",
+            "",
+        ]
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}_timing.md").write_text(md)
     (RESULTS / f"{args.name}_timing.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -142,10 +163,12 @@ def oracle_rows(data, tikhonov: float) -> dict[str, np.ndarray]:
     x = np.asarray(data.X, dtype=np.float64)
     labels = data.obs["perturbation"].astype(str).to_numpy()
     cov, _ = lc.causal.estimate_covariance(x[labels == model.control], "ledoit-wolf")
-    sample_means = np.stack([x[labels == lab].mean(axis=0)
-                             for lab in [model.control, *model.trained_targets]])
-    drift = lc.causal.moments_solve(sample_means[0], cov, sample_means[1:], targets, 1.0,
-                                    method="cg", ridge=0.1)
+    sample_means = np.stack(
+        [x[labels == lab].mean(axis=0) for lab in [model.control, *model.trained_targets]]
+    )
+    drift = lc.causal.moments_solve(
+        sample_means[0], cov, sample_means[1:], targets, 1.0, method="cg", ridge=0.1
+    )
     out[ROW_ORDER[3]] = drift.T
     return out
 
@@ -165,13 +188,21 @@ def lcd_rows(data, tikhonov: float, preset: str, n_cells: int, seed: int) -> tup
     times["clipr_moments_score_s"] = time.perf_counter() - start
     out[ROW_ORDER[5]] = res.effects.to_numpy()
     targets = np.array([model.genes.index(q) for q in res.queries])
-    drift = lc.causal.moments_solve(res.fixed_point_ctrl, res.extra["covariance"],
-                                    res.fixed_points.T, targets, 1.0, method="cg", ridge=0.1)
+    drift = lc.causal.moments_solve(
+        res.fixed_point_ctrl,
+        res.extra["covariance"],
+        res.fixed_points.T,
+        targets,
+        1.0,
+        method="cg",
+        ridge=0.1,
+    )
     out[ROW_ORDER[6]] = drift.T
     if n_cells > 0:
         start = time.perf_counter()
-        out[ROW_ORDER[7]] = lc.tl.clipr(model, method="moments", moments_from="samples",
-                                        n_cells=n_cells, seed=seed).to_numpy()
+        out[ROW_ORDER[7]] = lc.tl.clipr(
+            model, method="moments", moments_from="samples", n_cells=n_cells, seed=seed
+        ).to_numpy()
         times["clipr_moments_samples_s"] = time.perf_counter() - start
     return out, times
 
@@ -197,16 +228,22 @@ def gap_section(frame: pd.DataFrame) -> list[str]:
         if not sub["row"].isin([g[0] for g in GAPS]).any():
             continue
         fracs = sorted(sub["frac"].unique())
-        lines += [f"## Trained LCD minus its oracle — {graph.upper()} (AUROC / Pearson)", "",
-                  "| trained row − oracle row | " + " | ".join(f"p/d = {f:g}" for f in fracs)
-                  + " |", "|---|" + "---|" * len(fracs)]
+        lines += [
+            f"## Trained LCD minus its oracle — {graph.upper()} (AUROC / Pearson)",
+            "",
+            "| trained row − oracle row | " + " | ".join(f"p/d = {f:g}" for f in fracs) + " |",
+            "|---|" + "---|" * len(fracs),
+        ]
         for trained, oracle in GAPS:
             cells = []
             for f in fracs:
                 both = sub[sub["frac"] == f].pivot_table(
-                    index="seed", columns="row", values=["causal_auroc", "causal_pearson"])
-                if (("causal_auroc", trained) not in both.columns
-                        or ("causal_auroc", oracle) not in both.columns):
+                    index="seed", columns="row", values=["causal_auroc", "causal_pearson"]
+                )
+                if ("causal_auroc", trained) not in both.columns or (
+                    "causal_auroc",
+                    oracle,
+                ) not in both.columns:
                     cells.append("–")
                     continue
                 both = both.dropna()
@@ -282,8 +319,12 @@ def markdown(records: list[dict], args, command: str, seconds: float) -> str:
     lines += gap_section(frame)
     er = frame[(frame["graph"] == "er") & (frame["row"] == ROW_ORDER[1])]
     if len(er):
-        lines += ["## Check against issue 5 (paper CLIPR on the exact score, ER)", "",
-                  "| p/d | issue | measured | within ±0.03 |", "|---|---|---|---|"]
+        lines += [
+            "## Check against issue 5 (paper CLIPR on the exact score, ER)",
+            "",
+            "| p/d | issue | measured | within ±0.03 |",
+            "|---|---|---|---|",
+        ]
         for f, ref in ISSUE_SCORE_AUROC.items():
             vals = er[er["frac"] == f]["causal_auroc"]
             if len(vals):
@@ -322,14 +363,23 @@ def main(argv=None) -> int:
                 true = np.asarray(data.varp["causal_matrix"])
                 mats = oracle_rows(data, tikhonov)
                 if seed < args.lcd_systems and graph in lcd_graphs:
-                    lcd_mats, times = lcd_rows(data, tikhonov, args.lcd_preset, args.lcd_cells,
-                                               seed)
+                    lcd_mats, times = lcd_rows(
+                        data, tikhonov, args.lcd_preset, args.lcd_cells, seed
+                    )
                     mats.update(lcd_mats)
                     timings.append({"graph": graph, "frac": frac, "seed": seed, **times})
                 for row, mat in mats.items():
-                    records.append({"graph": graph, "frac": frac, "seed": seed, "row": row,
-                                    "tikhonov": tikhonov, **score(mat, true)})
-                done = {r["row"]: round(r["causal_auroc"], 3) for r in records[-len(mats):]}
+                    records.append(
+                        {
+                            "graph": graph,
+                            "frac": frac,
+                            "seed": seed,
+                            "row": row,
+                            "tikhonov": tikhonov,
+                            **score(mat, true),
+                        }
+                    )
+                done = {r["row"]: round(r["causal_auroc"], 3) for r in records[-len(mats) :]}
                 print(f"{graph} p/d={frac:g} seed={seed}: {done}", flush=True)
     seconds = time.perf_counter() - start_all
     RESULTS.mkdir(parents=True, exist_ok=True)

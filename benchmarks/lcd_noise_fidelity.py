@@ -86,8 +86,9 @@ def stage_a(train, preset, seed, markers, genes, rng) -> dict:
     )
     mmd20, mmd_all, lib_obs, lib_dec = [], [], [], []
     for i, label in enumerate(model.train_labels):
-        counts = decode(states[i], noise["unit_scale"], noise["logit_pi"], rng,
-                        log_theta=noise.get("log_theta"))
+        counts = decode(
+            states[i], noise["unit_scale"], noise["logit_pi"], rng, log_theta=noise.get("log_theta")
+        )
         obs = model._cells[i]
         if i == 0:
             mean_ratio = counts.mean(0) / obs.mean(0)
@@ -134,9 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     labels = [lab for lab in split.train if lab != "ctrl"]
     rng = np.random.default_rng(args.seed)
     result = {
-        "command": "python " + " ".join(
-            shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]
-        ),
+        "command": "python "
+        + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
         "data": "lc.datasets.toy_screen()",
         "n_conditions": len(labels),
         "floors": floors(raw, screen, labels, markers, genes, rng),
@@ -167,8 +167,10 @@ def _markdown(r: dict) -> str:
         f"{f['true_all']:.4f} |",
     ]
     for p in r["presets"]:
-        lines.append(f"| stage A, preset `{p['preset']}` ({p['noise_model']}), "
-                     f"{p['stage_a_fit_wall_s']:.0f} s | {p['mmd_20']:.4f} | {p['mmd_all']:.4f} |")
+        lines.append(
+            f"| stage A, preset `{p['preset']}` ({p['noise_model']}), "
+            f"{p['stage_a_fit_wall_s']:.0f} s | {p['mmd_20']:.4f} | {p['mmd_all']:.4f} |"
+        )
     lines += [
         "",
         "| preset | control mean ratio (q10, q50, q90) | control variance ratio | "
@@ -176,8 +178,10 @@ def _markdown(r: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for p in r["presets"]:
+
         def q(v):
             return ", ".join(f"{x:.2f}" for x in v)
+
         lines.append(
             f"| `{p['preset']}` | {q(p['control_mean_ratio_quantiles'])} | "
             f"{q(p['control_var_ratio_quantiles'])} | {q(p['log_library_observed_mean_sd'])} | "

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     predictions = {"LCD": pred_lcd}
     for name in ("control", "additive"):
-        predictions[name] = lc.baselines.get(name).fit(screen, split).predict(
-            test, n_cells=N_CELLS, seed=0
+        predictions[name] = (
+            lc.baselines.get(name).fit(screen, split).predict(test, n_cells=N_CELLS, seed=0)
         )
 
     rows = []
@@ -100,8 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "command": command,
         "data": source,
-        "split": {"scheme": "random", "test_fraction": 0.25, "seed": 0, "n_test": len(test),
-                  "test": test},
+        "split": {
+            "scheme": "random",
+            "test_fraction": 0.25,
+            "seed": 0,
+            "n_test": len(test),
+            "test": test,
+        },
         "preset": args.preset,
         "config": model.config.to_dict(),
         "seed": args.seed,
@@ -110,8 +115,11 @@ def main(argv: list[str] | None = None) -> dict:
         "fit_wall_s": fit_wall,
         "fit_cpu_s": fit_cpu,
         "predict_wall_s": predict_wall,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "jax_platform": os.environ.get("JAX_PLATFORMS")},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax_platform": os.environ.get("JAX_PLATFORMS"),
+        },
         "summary": summary,
         "per_condition": rows,
     }
@@ -147,11 +155,15 @@ def _markdown(result: dict, names: list[str]) -> str:
             f"| {name} | {s['mmd_20_mean']:.4f} | {s['mmd_20_median']:.4f} | "
             f"{s['rmse_mean_20_mean']:.4f} | {s['wins_vs_control']}/{result['split']['n_test']} |"
         )
-    lines += ["", "| double | " + " | ".join(f"MMD² {n}" for n in names) + " |",
-              "|---|" + "---|" * len(names)]
+    lines += [
+        "",
+        "| double | " + " | ".join(f"MMD² {n}" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for row in result["per_condition"]:
-        lines.append(f"| {row['condition']} | "
-                     + " | ".join(f"{row[f'mmd_{n}']:.4f}" for n in names) + " |")
+        lines.append(
+            f"| {row['condition']} | " + " | ".join(f"{row[f'mmd_{n}']:.4f}" for n in names) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

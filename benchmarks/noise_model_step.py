@@ -79,24 +79,38 @@ def time_step(step, state, data, key, repeats: int) -> tuple[list[float], float,
 
 def run_point(name: str, repeats: int) -> dict:
     b, m, d, preset, n_cond = POINTS[name]
-    config = make_config(preset, mc_samples=m, noise_batch_size=b, noise_steps=1000,
-                         noise_warmup=10)
+    config = make_config(
+        preset, mc_samples=m, noise_batch_size=b, noise_steps=1000, noise_warmup=10
+    )
     rng = np.random.default_rng(0)
     sizes = np.full(n_cond, 200, np.int32)
     cells = rng.poisson(2.0, size=(int(sizes.sum()), d)).astype(np.float32)
     offsets = np.arange(n_cond, dtype=np.int32) * 200
-    data = (jnp.asarray(cells), jnp.asarray(offsets), jnp.asarray(sizes),
-            jnp.ones((d,), jnp.float32) * 2.0)
+    data = (
+        jnp.asarray(cells),
+        jnp.asarray(offsets),
+        jnp.asarray(sizes),
+        jnp.ones((d,), jnp.float32) * 2.0,
+    )
     key = jax.random.PRNGKey(0)
-    row = {"point": name, "B": b, "M": m, "d": d, "generator": preset, "conditions": n_cond,
-           "generator_hidden": config.generator_hidden}
+    row = {
+        "point": name,
+        "B": b,
+        "M": m,
+        "d": d,
+        "generator": preset,
+        "conditions": n_cond,
+        "generator_hidden": config.generator_hidden,
+    }
     direct_bytes = 8 * b * m * d * 4
     row["direct_estimated_peak_gb"] = direct_bytes / 2**30
     for form in ("matrix", "direct"):
         if form == "direct" and direct_bytes > 0.5 * available_bytes():
             row[f"{form}_s"] = None
-            row[f"{form}_note"] = (f"skipped: needs about {direct_bytes / 2**30:.0f} GB, "
-                                   f"{available_bytes() / 2**30:.0f} GB available")
+            row[f"{form}_note"] = (
+                f"skipped: needs about {direct_bytes / 2**30:.0f} GB, "
+                f"{available_bytes() / 2**30:.0f} GB available"
+            )
             continue
         state = init_noise_state(jax.random.PRNGKey(1), n_cond, d, config)
         step = make_noise_step(config, form)
@@ -104,8 +118,11 @@ def run_point(name: str, repeats: int) -> dict:
         row[f"{form}_s"] = statistics.median(times)
         row[f"{form}_times_s"] = times
         row[f"{form}_first_call_s"] = first
-        print(f"{name:6s} {form:6s} median {statistics.median(times):.4f} s/step "
-              f"(first call {first:.1f} s)", flush=True)
+        print(
+            f"{name:6s} {form:6s} median {statistics.median(times):.4f} s/step "
+            f"(first call {first:.1f} s)",
+            flush=True,
+        )
     if row.get("direct_s"):
         row["direct_over_matrix"] = row["direct_s"] / row["matrix_s"]
     return row
@@ -117,8 +134,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(RESULTS / "noise_model_step"))
     args = parser.parse_args(argv)
-    rows = [run_point(p, args.repeats if p != "paper" else max(2, args.repeats // 2))
-            for p in args.points]
+    rows = [
+        run_point(p, args.repeats if p != "paper" else max(2, args.repeats // 2))
+        for p in args.points
+    ]
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     result = {
         "command": command,

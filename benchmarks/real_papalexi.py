@@ -130,9 +130,7 @@ def md_table(frame: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
         "|" + "---|" * (len(cols) + 1),
     ]
     for idx, row in frame.astype(object).iterrows():
-        cells = [
-            floatfmt.format(v) if isinstance(v, float | np.floating) else str(v) for v in row
-        ]
+        cells = [floatfmt.format(v) if isinstance(v, float | np.floating) else str(v) for v in row]
         lines.append("| " + " | ".join([str(idx)] + cells) + " |")
     return "\n".join(lines)
 
@@ -225,12 +223,18 @@ def run_papalexi(args) -> dict:
     out["_tables"] = {"summary": summary, "mmd": per_condition_mmd, "on_target": on_target}
 
     # (b) held-out log-likelihood -------------------------------------------------------
-    counts_train = np.asarray(train.layers["counts"].toarray()
-                              if hasattr(train.layers["counts"], "toarray")
-                              else train.layers["counts"], dtype=np.float64)
-    counts_test = np.asarray(test.layers["counts"].toarray()
-                             if hasattr(test.layers["counts"], "toarray")
-                             else test.layers["counts"], dtype=np.float64)
+    counts_train = np.asarray(
+        train.layers["counts"].toarray()
+        if hasattr(train.layers["counts"], "toarray")
+        else train.layers["counts"],
+        dtype=np.float64,
+    )
+    counts_test = np.asarray(
+        test.layers["counts"].toarray()
+        if hasattr(test.layers["counts"], "toarray")
+        else test.layers["counts"],
+        dtype=np.float64,
+    )
     ll_rows = []
     for cond in conds:
         tr = counts_train[train_labels == cond]
@@ -362,10 +366,9 @@ def run_papalexi(args) -> dict:
         },
     }
     out["_tables"]["effects"] = submatrix
-    out["_tables"]["implication"] = (
-        implication.loc[["threshold", "n11", "n10", "q_given_p", "p_q", "fisher_p"]]
-        .T.rename_axis("quantile")
-    )
+    out["_tables"]["implication"] = implication.loc[
+        ["threshold", "n11", "n10", "q_given_p", "p_q", "fisher_p"]
+    ].T.rename_axis("quantile")
     out["_tables"]["pathway_effects"] = pathway_effects
     return out
 
@@ -504,7 +507,7 @@ def render(results: dict, command: str) -> str:
         f"{pap['clipr']['pathway_in_one_module']}. Members of the small modules (≤ 30 genes) "
         f"that hold a pathway gene: {pap['clipr']['small_modules_with_pathway_genes']}.",
         "",
-        "Directed moments estimator (`lc.tl.clipr(model, method=\"moments\")`) on the same "
+        'Directed moments estimator (`lc.tl.clipr(model, method="moments")`) on the same '
         f"model: pathway edges {pap['clipr']['moments_pathway_edges']}; share of positive "
         "effects from IFNGR2/JAK2/STAT1 onto the downstream genes: "
         f"{pap['clipr']['moments_pathway_to_downstream_positive_share']}.",
@@ -600,8 +603,12 @@ def closing_note(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fast")
-    parser.add_argument("--n-genes", type=int, default=None,
-                        help="genes kept by lc.pp.prepare (default: all passing QC)")
+    parser.add_argument(
+        "--n-genes",
+        type=int,
+        default=None,
+        help="genes kept by lc.pp.prepare (default: all passing QC)",
+    )
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-cells", type=int, default=1000)

@@ -200,8 +200,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cells", type=int, default=500)
-    parser.add_argument("--out", default=str(RESULTS / "sampler_quality"),
-                        help="output path without suffix; .md and .json are written there")
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "sampler_quality"),
+        help="output path without suffix; .md and .json are written there",
+    )
     args = parser.parse_args()
     platforms = os.environ.get("JAX_PLATFORMS", "cpu")
     script = "benchmarks/sampler_quality.py"

@@ -187,8 +187,11 @@ def main() -> None:
     parser.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul-n", type=int, default=2048)
-    parser.add_argument("--out", default=str(RESULTS / "step_flops"),
-                        help="output path without suffix; .md and .json are written there")
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "step_flops"),
+        help="output path without suffix; .md and .json are written there",
+    )
     args = parser.parse_args()
     platforms = os.environ.get("JAX_PLATFORMS", "cpu")
     script = "benchmarks/step_flops.py"

@@ -52,10 +52,12 @@ def test_auroc_matches_sklearn_one_vs_one():
     true = _random_truth(d=15, seed=3)
     pred = true + np.random.default_rng(1).normal(0, 1.0, true.shape)
     p, t = _off(pred), sign_classes(_off(true))
-    expected = np.mean([
-        roc_auc_score(t[np.isin(t, pair)] == pair[1], p[np.isin(t, pair)])
-        for pair in [(-1, 0), (-1, 1), (0, 1)]
-    ])
+    expected = np.mean(
+        [
+            roc_auc_score(t[np.isin(t, pair)] == pair[1], p[np.isin(t, pair)])
+            for pair in [(-1, 0), (-1, 1), (0, 1)]
+        ]
+    )
     assert causal_auroc(pred, true) == pytest.approx(expected, abs=1e-12)
     # sklearn's own multiclass OvO on the larger-class score gives the same for a two-class truth
     two_class = np.abs(true)
@@ -71,22 +73,26 @@ def test_auroc_averages_only_pairs_present():
     assert causal_auroc(pred, true) == pytest.approx(roc_auc_score(t == 1, _off(pred)))
 
 
-def test_auroc_is_scale_free_but_f1_is_not():
+def test_auroc_and_matched_f1_are_scale_free_absolute_f1_is_not():
     true = _random_truth(seed=5)
     pred = true + np.random.default_rng(3).normal(0, 0.5, true.shape)
     assert causal_auroc(10 * pred, true) == pytest.approx(causal_auroc(pred, true))
-    assert causal_f1(pred / 100, true) < causal_f1(pred, true)
+    assert causal_f1(pred / 100, true, pred_eps=0.5) < causal_f1(pred, true, pred_eps=0.5)
+    # the default threshold is relative to the prediction's own scale
+    assert causal_f1(pred / 100, true) == pytest.approx(causal_f1(pred, true))
+    assert causal_f1(pred * 40, true) == pytest.approx(causal_f1(pred, true))
 
 
 def test_f1_matches_sklearn_macro():
     true = _random_truth(d=20, seed=7)
     pred = true + np.random.default_rng(4).normal(0, 0.7, true.shape)
     expected = f1_score(sign_classes(_off(true)), sign_classes(_off(pred)), average="macro")
-    assert causal_f1(pred, true) == pytest.approx(expected)
+    assert causal_f1(pred, true, pred_eps=0.5) == pytest.approx(expected)
     # eps is applied to both matrices
-    expected_eps = f1_score(sign_classes(_off(true), 1.5), sign_classes(_off(pred), 1.5),
-                            average="macro")
-    assert causal_f1(pred, true, eps=1.5) == pytest.approx(expected_eps)
+    expected_eps = f1_score(
+        sign_classes(_off(true), 1.5), sign_classes(_off(pred), 1.5), average="macro"
+    )
+    assert causal_f1(pred, true, eps=1.5, pred_eps=1.5) == pytest.approx(expected_eps)
 
 
 def test_pearson_matches_numpy():

@@ -34,8 +34,7 @@ def oracle(d=12, seed=0, mode="drift", n_targets=None, **kwargs):
     drift, bias, shifts = random_stable_system(d, seed)
     genes = [f"G{i:02d}" for i in range(d)]
     targets = genes if n_targets is None else genes[:n_targets]
-    return LinearSDEOracle(drift, bias, shifts, genes, trained_targets=targets, mode=mode,
-                           **kwargs)
+    return LinearSDEOracle(drift, bias, shifts, genes, trained_targets=targets, mode=mode, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,8 +46,12 @@ def test_clipr_solve_recovers_a_square_system_exactly():
     a = rng.normal(size=(d, d)) - 4 * np.eye(d)
     x = rng.normal(size=(d, d))
     f0 = -a @ x
-    for kwargs in ({"method": "pinv"}, {"method": "tsvd", "tsvd": 1.0}, {"tikhonov": 0.0},
-                   {"tikhonov": 1e-12}):
+    for kwargs in (
+        {"method": "pinv"},
+        {"method": "tsvd", "tsvd": 1.0},
+        {"tikhonov": 0.0},
+        {"tikhonov": 1e-12},
+    ):
         np.testing.assert_allclose(clipr_solve(f0, x, **kwargs), a, atol=1e-6)
 
 
@@ -274,8 +277,9 @@ def exact_moments(model, targets):
 def test_moments_solve_is_exact_when_every_gene_is_perturbed(method):
     model = oracle(d=12, seed=3, diffusion=np.linspace(0.5, 2.0, 12))
     mu0, cov, means, targets = exact_moments(model, model.genes[::-1])  # any target order
-    sol = moments_solve(mu0, cov, means, targets, model.diffusion, method=method, ridge=1e-12,
-                        return_details=True)
+    sol = moments_solve(
+        mu0, cov, means, targets, model.diffusion, method=method, ridge=1e-12, return_details=True
+    )
     np.testing.assert_allclose(sol.drift, model.a, atol=1e-6)
     _, _, shifts = random_stable_system(12, seed=3)
     np.testing.assert_allclose(sol.shifts, shifts[targets], atol=1e-6)
@@ -320,14 +324,26 @@ def test_tl_clipr_moments_is_exact_on_exact_moment_samples():
     drift, bias, shifts = random_stable_system(d, seed=7)
     scale = np.linspace(0.5, 3.0, d)
     model = LinearSDEOracle(
-        drift, bias, shifts, [f"G{i}" for i in range(d)],
+        drift,
+        bias,
+        shifts,
+        [f"G{i}" for i in range(d)],
         diffusion=2.0 * scale**2,  # what the model's √2 diffusion in z means in state units
-        state_mean=np.zeros(d), state_scale=scale, exact_moments=True,
+        state_mean=np.zeros(d),
+        state_scale=scale,
+        exact_moments=True,
     )
     for covariance in ("control", "pooled"):
-        res = clipr(model, method="moments", moments_from="samples", n_cells=50,
-                    cov_shrinkage=0.0, covariance=covariance, moments_solver="auto",
-                    return_details=True)
+        res = clipr(
+            model,
+            method="moments",
+            moments_from="samples",
+            n_cells=50,
+            cov_shrinkage=0.0,
+            covariance=covariance,
+            moments_solver="auto",
+            return_details=True,
+        )
         np.testing.assert_allclose(res.drift, drift, atol=1e-6)
         np.testing.assert_allclose(res.bias, bias, atol=1e-6)
         assert res.method == "moments" and res.extra["solver"] == "closed_form"
@@ -339,11 +355,16 @@ def test_tl_clipr_moments_from_the_score_is_exact_on_a_gaussian_score_model(solv
     drift, bias, shifts = random_stable_system(d, seed=11)
     scale = np.linspace(0.5, 3.0, d)
     model = LinearSDEOracle(
-        drift, bias, shifts, [f"G{i}" for i in range(d)], mode="score",
-        diffusion=2.0 * scale**2, state_mean=np.linspace(-1, 1, d), state_scale=scale,
+        drift,
+        bias,
+        shifts,
+        [f"G{i}" for i in range(d)],
+        mode="score",
+        diffusion=2.0 * scale**2,
+        state_mean=np.linspace(-1, 1, d),
+        state_scale=scale,
     )
-    res = clipr(model, method="moments", moments_solver=solver, ridge=ridge,
-                return_details=True)
+    res = clipr(model, method="moments", moments_solver=solver, ridge=ridge, return_details=True)
     np.testing.assert_allclose(res.extra["covariance"], model.cov, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(res.drift, drift, atol=1e-6)
     assert res.params["moments_from"] == "score" and res.params["floored_eigenvalues"] == 0
@@ -351,8 +372,15 @@ def test_tl_clipr_moments_from_the_score_is_exact_on_a_gaussian_score_model(solv
 
 def test_tl_clipr_moments_from_finite_samples_shrinks_and_stays_close():
     model = oracle(d=8, seed=8, diffusion=1.0)
-    res = clipr(model, method="moments", moments_from="samples", n_cells=4000, diffusion=1.0,
-                moments_solver="auto", return_details=True)
+    res = clipr(
+        model,
+        method="moments",
+        moments_from="samples",
+        n_cells=4000,
+        diffusion=1.0,
+        moments_solver="auto",
+        return_details=True,
+    )
     assert 0.0 <= res.params["cov_shrinkage"] < 0.2
     rel = np.linalg.norm(res.drift - model.a) / np.linalg.norm(model.a)
     assert rel < 0.2

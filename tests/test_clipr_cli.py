@@ -18,8 +18,9 @@ def oracle_dir(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     d = 6
     drift = rng.normal(size=(d, d)) * 0.3 - 2.0 * np.eye(d)
-    model = lc.causal.LinearSDEOracle(drift, rng.normal(size=d), rng.uniform(5, 10, d),
-                                      [f"G{i}" for i in range(d)])
+    model = lc.causal.LinearSDEOracle(
+        drift, rng.normal(size=d), rng.uniform(5, 10, d), [f"G{i}" for i in range(d)]
+    )
     folder = tmp_path / "model"
     folder.mkdir()
 
@@ -57,15 +58,33 @@ def test_cli_moments_method(oracle_dir, tmp_path):
     out = tmp_path / "m.csv"
     assert main(["clipr", str(folder), "--method", "moments", "-o", str(out)]) == 0
     assert pd.read_csv(out, index_col=0).shape == (6, 6)
-    assert main(["clipr", str(folder), "--method", "moments", "--moments-from", "samples",
-                 "--n-cells", "300", "-o", str(out), "--force"]) == 0
+    assert (
+        main(
+            [
+                "clipr",
+                str(folder),
+                "--method",
+                "moments",
+                "--moments-from",
+                "samples",
+                "--n-cells",
+                "300",
+                "-o",
+                str(out),
+                "--force",
+            ]
+        )
+        == 0
+    )
 
 
 def test_cli_reference_control(oracle_dir, tmp_path, capsys):
     folder, model = oracle_dir
     out = tmp_path / "effects.csv"
-    assert main(["clipr", str(folder), "--tikhonov", "0", "--reference", "control",
-                 "-o", str(out)]) == 0
+    assert (
+        main(["clipr", str(folder), "--tikhonov", "0", "--reference", "control", "-o", str(out)])
+        == 0
+    )
     assert "drift at the control" in capsys.readouterr().out
     np.testing.assert_allclose(pd.read_csv(out, index_col=0).to_numpy(), model.a.T, atol=1e-6)
 
@@ -104,5 +123,6 @@ def test_cli_on_a_saved_lcd(tmp_path):
     out = tmp_path / "effects.csv"
     assert main(["clipr", str(tmp_path / "model"), "-o", str(out)]) == 0
     effects = pd.read_csv(out, index_col=0)
-    np.testing.assert_allclose(effects.to_numpy(), lc.tl.clipr(model).to_numpy(), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        effects.to_numpy(), lc.tl.clipr(model).to_numpy(), rtol=1e-5, atol=1e-6
+    )

@@ -52,7 +52,11 @@ def test_planted_set_is_enriched_with_the_exact_hypergeometric_p(tmp_path, gz):
     expected = hypergeom.sf(11, 200, 20, 15)
     assert row.p_value == pytest.approx(expected, rel=1e-12)
     assert (row.overlap_size, row.module_size, row.set_size, row.background_size) == (
-        12, 15, 20, 200)
+        12,
+        15,
+        20,
+        200,
+    )
     assert row.odds_ratio == pytest.approx((12 * 177) / (3 * 8))
     assert row.description == "the planted set" and row.overlap_genes.count(";") == 11
     # BH over every tested (module, term) pair, pooled.

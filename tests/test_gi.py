@@ -100,7 +100,8 @@ def test_distance_correlation_matches_statsmodels():
     y = x[:, 0] ** 2 + rng.normal(0, 0.3, 50)
     assert distance_correlation(x, y) == pytest.approx(sm.distance_correlation(x, y), rel=1e-8)
     assert distance_correlation(x[:, 0], y) == pytest.approx(
-        sm.distance_correlation(x[:, 0], y), rel=1e-8)
+        sm.distance_correlation(x[:, 0], y), rel=1e-8
+    )
     assert distance_correlation(y, 3 * y + 1) == pytest.approx(1.0)
     assert distance_correlation(y, np.ones(50)) == 0.0
 
@@ -121,9 +122,14 @@ def test_classify_gi_follows_the_type_table():
     # bounds are inclusive
     assert classify_gi({**base, "mag": 1.5}, THRESHOLDS) == {"synergy", "additive"}
     assert classify_gi({**base, "mag": 0.4, "dcor_ratio": 0.2}, THRESHOLDS) == {
-        "suppression", "epistasis"}
+        "suppression",
+        "epistasis",
+    }
     assert classify_gi({**base, "ts_linear_dcor": 0.3, "dcor": 0.95}, THRESHOLDS) == {
-        "additive", "neomorphism", "redundancy"}
+        "additive",
+        "neomorphism",
+        "redundancy",
+    }
     # missing thresholds mean "never": a missing type, a missing bound, a None bound
     assert classify_gi(base, {"synergy": {"min": 0.0}}) == {"synergy"}
     assert classify_gi(base, {"additive": {"min": 0.0}}) == set()
@@ -135,15 +141,20 @@ def test_classify_gi_follows_the_type_table():
 
 def test_calibration_on_the_reference_itself_returns_its_quantiles():
     rng = np.random.default_rng(5)
-    scores = [{"mag": m, "ts_linear_dcor": t, "dcor_ratio": r, "dcor": d}
-              for m, t, r, d in rng.uniform(0, 2, (200, 4))]
+    scores = [
+        {"mag": m, "ts_linear_dcor": t, "dcor_ratio": r, "dcor": d}
+        for m, t, r, d in rng.uniform(0, 2, (200, 4))
+    ]
     labels = [classify_gi(s, THRESHOLDS) for s in scores]
     got = calibrate_gi_thresholds(scores, scores, labels)
     # transferring the reference onto itself recovers (nearly) the 5 % / 95 % type quantiles
     mags_syn = [s["mag"] for s, lab in zip(scores, labels, strict=True) if "synergy" in lab]
     assert got["redundancy"]["min"] == pytest.approx(
-        np.quantile([s["dcor"] for s, lab in zip(scores, labels, strict=True)
-                     if "redundancy" in lab], 0.05), abs=0.03)
+        np.quantile(
+            [s["dcor"] for s, lab in zip(scores, labels, strict=True) if "redundancy" in lab], 0.05
+        ),
+        abs=0.03,
+    )
     assert got["synergy"]["min"] >= np.quantile(mags_syn, 0.05) - 0.03
     # consistency fix
     assert got["synergy"]["min"] == got["additive"]["max"]
@@ -156,8 +167,10 @@ def test_calibration_on_the_reference_itself_returns_its_quantiles():
 
 def test_quantile_fallback_thresholds():
     rng = np.random.default_rng(6)
-    scores = [{"mag": m, "ts_linear_dcor": t, "dcor_ratio": r, "dcor": d}
-              for m, t, r, d in rng.uniform(0, 1, (500, 4))]
+    scores = [
+        {"mag": m, "ts_linear_dcor": t, "dcor_ratio": r, "dcor": d}
+        for m, t, r, d in rng.uniform(0, 1, (500, 4))
+    ]
     got = quantile_gi_thresholds(scores)
     assert got["synergy"]["min"] == got["additive"]["max"] == pytest.approx(0.8, abs=0.05)
     assert got["redundancy"]["min"] == pytest.approx(0.9, abs=0.05)

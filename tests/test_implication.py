@@ -29,7 +29,12 @@ def test_constructed_table_gives_known_statistics():
     p, q = table(n11=30, n10=10, n01=60, n00=900)
     stats = implication_test(p, q)
     assert (stats["n11"], stats["n10"], stats["n01"], stats["n00"], stats["n"]) == (
-        30, 10, 60, 900, 1000)
+        30,
+        10,
+        60,
+        900,
+        1000,
+    )
     assert stats["accuracy"] == pytest.approx(0.99)
     # One-sided Fisher = P(X ≥ 30), X ~ Hypergeom(N = 1000, K = 90 DE pairs, n = 40 edges).
     assert stats["fisher_p"] == pytest.approx(hypergeom.sf(29, 1000, 90, 40), rel=1e-9)
@@ -139,8 +144,10 @@ def test_single_gene_de_signs_from_a_screen():
     pert[:, 2] += 3.0  # perturbing G0 raises G2
     double = rng.normal(size=(n, d))
     x = np.vstack([ctrl, pert, double]).astype(np.float32)
-    obs = pd.DataFrame({"perturbation": ["ctrl"] * n + ["G0"] * n + ["G0+G1"] * n},
-                       index=[f"c{i}" for i in range(3 * n)])
+    obs = pd.DataFrame(
+        {"perturbation": ["ctrl"] * n + ["G0"] * n + ["G0+G1"] * n},
+        index=[f"c{i}" for i in range(3 * n)],
+    )
     screen = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(d)]))
     screen.uns["lcdiff"] = {"control": "ctrl", "perturbation_key": "perturbation"}
     signs = lc.tl.single_gene_de_signs(screen)

@@ -41,8 +41,10 @@ def _mmd_brute_force(x, y):
     n, m = len(x), len(y)
     values = []
     for ell in MMD_BANDWIDTH_FACTORS * np.sqrt(x.shape[1]):
+
         def k(a, b, ell=ell):
             return np.exp(-np.sum((a - b) ** 2) / (2 * ell**2))
+
         xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
         yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
         xy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
@@ -90,8 +92,9 @@ def test_mmd_of_shifted_gaussians_matches_population_value(shift):
     d, s, n = 4, 1.0, 600
     delta = np.full(d, shift)
     expected = _gaussian_mmd2(delta, s)
-    estimates = [mmd(rng.normal(0, s, (n, d)), rng.normal(delta, s, (n, d)))
-                 for rng in map(_rng, range(5))]
+    estimates = [
+        mmd(rng.normal(0, s, (n, d)), rng.normal(delta, s, (n, d))) for rng in map(_rng, range(5))
+    ]
     # One estimate at n = 600 has sd ≤ 0.004 for these shifts (0.0002 without shift), so the
     # mean of five is within 0.006 (3 sd); expected values are 0, 0.015 and 0.106.
     assert np.mean(estimates) == pytest.approx(expected, abs=0.006)
@@ -154,12 +157,15 @@ def test_energy_distance_of_shifted_gaussians_in_one_dimension():
     # E|Z| for Z ~ N(mu, σ²) is σ√(2/π) exp(−mu²/(2σ²)) + mu(1 − 2Φ(−mu/σ)).
     def mean_abs(mu, sigma):
         return sigma * np.sqrt(2 / np.pi) * np.exp(-(mu**2) / (2 * sigma**2)) + mu * (
-            1 - 2 * stats.norm.cdf(-mu / sigma))
+            1 - 2 * stats.norm.cdf(-mu / sigma)
+        )
 
     shift, n = 1.0, 400
     expected = 2 * mean_abs(shift, np.sqrt(2)) - 2 * mean_abs(0.0, np.sqrt(2))
-    got = [energy_distance(rng.normal(size=(n, 1)), rng.normal(shift, size=(n, 1)))
-           for rng in map(_rng, range(10))]
+    got = [
+        energy_distance(rng.normal(size=(n, 1)), rng.normal(shift, size=(n, 1)))
+        for rng in map(_rng, range(10))
+    ]
     # one estimate has sd ≈ 0.075 at n = 400; the mean of 10 about 0.024
     assert np.mean(got) == pytest.approx(expected, abs=0.075)
 
@@ -221,8 +227,12 @@ def _de_pair(seed=10, n_genes=40, n_changed=10):
 def test_de_calls_match_per_gene_scipy_and_bh():
     cells, ctrl = _de_pair()
     signs, padj = de_calls(cells, ctrl)
-    raw = np.array([stats.mannwhitneyu(cells[:, g], ctrl[:, g], method="asymptotic").pvalue
-                    for g in range(cells.shape[1])])
+    raw = np.array(
+        [
+            stats.mannwhitneyu(cells[:, g], ctrl[:, g], method="asymptotic").pvalue
+            for g in range(cells.shape[1])
+        ]
+    )
     assert de_test(cells, ctrl).pvals == pytest.approx(raw, rel=1e-10)
     assert padj == pytest.approx(_bh(raw), rel=1e-10)
     change = cells.mean(0) - ctrl.mean(0)
@@ -270,7 +280,8 @@ def test_binary_auroc_and_ap_match_sklearn_with_ties():
     positive = rng.random(200) < 0.3 + 0.1 * score
     assert binary_auroc(score, positive) == pytest.approx(roc_auc_score(positive, score))
     assert average_precision(score, positive) == pytest.approx(
-        average_precision_score(positive, score))
+        average_precision_score(positive, score)
+    )
     assert binary_auroc(-score, positive) == pytest.approx(1 - binary_auroc(score, positive))
     assert np.isnan(binary_auroc(score, np.zeros(200, bool)))
     assert np.isnan(average_precision(score, np.zeros(200, bool)))
@@ -306,12 +317,15 @@ def test_topk_metrics_against_sklearn_and_known_answers():
         for by in ("delta", "pval"):
             pred_rank = de_test(pred, ctrl).ranks(by)
             assert got[f"classify_topk_auroc_{by}_{k}"] == pytest.approx(
-                roc_auc_score(actual, -pred_rank))
+                roc_auc_score(actual, -pred_rank)
+            )
             assert got[f"classify_topk_ap_{by}_{k}"] == pytest.approx(
-                average_precision_score(actual, -pred_rank))
+                average_precision_score(actual, -pred_rank)
+            )
             chosen = pred_rank < k
             assert got[f"classify_topk_precision_{by}_{k}"] == pytest.approx(
-                np.sum(chosen & actual) / chosen.sum())
+                np.sum(chosen & actual) / chosen.sum()
+            )
     # perfect prediction (the observed cells themselves): AUROC, AP, precision 1 for the p ranking
     perfect = topk_metrics(cells, cells, ctrl, ks=ks)
     for k in ks:
@@ -348,8 +362,17 @@ def test_condition_metrics_equal_the_individual_functions():
     out = condition_metrics(pred, cells, ctrl, centroid, markers=markers, hvg_rank=hvg_rank)
 
     suffixes = ["", "_20", "_hvg_0-5", "_hvg_5-20", "_hvg_20-100"]
-    names = ["mmd", "ed", "w1_eltwise", "rmse_m", "pearson_de", "pearson_systema",
-             "classify_de_prec", "classify_de_recall", "classify_de_f1"]
+    names = [
+        "mmd",
+        "ed",
+        "w1_eltwise",
+        "rmse_m",
+        "pearson_de",
+        "pearson_systema",
+        "classify_de_prec",
+        "classify_de_recall",
+        "classify_de_f1",
+    ]
     assert {f"{n}{s}" for n in names for s in suffixes} <= set(out)
     assert "classify_topk_auroc_delta_100" in out and "classify_topk_ap_pval_20" in out
 
@@ -362,9 +385,11 @@ def test_condition_metrics_equal_the_individual_functions():
         assert out[f"rmse_m{suffix}"] == pytest.approx(rmse_mean(xs, ys))
         if len(genes) > 1:
             assert out[f"pearson_de{suffix}"] == pytest.approx(
-                pearson_delta(xs, ys, ctrl[:, genes]), nan_ok=True)
+                pearson_delta(xs, ys, ctrl[:, genes]), nan_ok=True
+            )
             assert out[f"pearson_systema{suffix}"] == pytest.approx(
-                pearson_delta(xs, ys, centroid[genes]), nan_ok=True)
+                pearson_delta(xs, ys, centroid[genes]), nan_ok=True
+            )
         # DE calls use BH over all genes, then the mask selects genes
         p, t = pred_signs[genes] != 0, true_signs[genes] != 0
         if p.sum():
@@ -372,13 +397,21 @@ def test_condition_metrics_equal_the_individual_functions():
     top = topk_metrics(pred, cells, ctrl)
     assert {k: out[k] for k in top} == pytest.approx(top, nan_ok=True)
     # a precomputed observed-DE test gives the same numbers
-    again = condition_metrics(pred, cells, ctrl, centroid, markers=markers, hvg_rank=hvg_rank,
-                              true_de=de_test(cells, ctrl))
+    again = condition_metrics(
+        pred,
+        cells,
+        ctrl,
+        centroid,
+        markers=markers,
+        hvg_rank=hvg_rank,
+        true_de=de_test(cells, ctrl),
+    )
     assert again == pytest.approx(out, nan_ok=True)
     # without markers / ranks only the all-gene metrics appear
     plain = condition_metrics(pred, cells, ctrl, centroid)
-    assert not any(key.endswith(("_20", "-5", "-20", "-100")) and "topk" not in key
-                   for key in plain)
+    assert not any(
+        key.endswith(("_20", "-5", "-20", "-100")) and "topk" not in key for key in plain
+    )
 
 
 def test_identical_samples_score_perfectly():

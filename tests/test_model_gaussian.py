@@ -23,8 +23,7 @@ import pytest
 from lcdiff.model.lcd import LCD
 
 D = 5
-TRAIN = ["ctrl", "G0", "G1", "G2", "G3", "G4", "G0+G1", "G1+G2", "G2+G3", "G3+G4", "G0+G4",
-         "G0+G3"]
+TRAIN = ["ctrl", "G0", "G1", "G2", "G3", "G4", "G0+G1", "G1+G2", "G2+G3", "G3+G4", "G0+G4", "G0+G3"]
 HELDOUT = "G1+G3"
 
 
@@ -34,8 +33,7 @@ class GaussianFamily:
         a = rng.normal(0.0, 0.4, (D, D))
         self.sigma = a @ a.T + 0.5 * np.eye(D)
         self.mu0 = rng.normal(0.0, 1.0, D)
-        self.shifts = {f"G{j}": rng.choice([-1, 1], D) * rng.uniform(0.5, 1.5, D)
-                       for j in range(D)}
+        self.shifts = {f"G{j}": rng.choice([-1, 1], D) * rng.uniform(0.5, 1.5, D) for j in range(D)}
         self.chol = np.linalg.cholesky(self.sigma)
         self.rng = rng
 
@@ -60,8 +58,9 @@ class GaussianFamily:
         return adata
 
 
-def _check(model: LCD, family: GaussianFamily, score_tol: float, mean_tol: float,
-           cov_tol: float) -> None:
+def _check(
+    model: LCD, family: GaussianFamily, score_tol: float, mean_tol: float, cov_tol: float
+) -> None:
     c = model.state_scale
     sigma_z = family.sigma / np.outer(c, c)
     s_min = float(model.sigmas[-1])
@@ -77,7 +76,10 @@ def _check(model: LCD, family: GaussianFamily, score_tol: float, mean_tol: float
         rel = np.linalg.norm(learned - exact) / np.linalg.norm(exact)
         assert rel < score_tol, f"score error {rel:.3f} for {label}"
 
-    samples = model.sample_states([HELDOUT], n_cells=2000, seed=1)[0]
+    # 6000 chains: the relative Frobenius error of a sample covariance from 2000 cells is ~0.05
+    # by itself, as large as the margin between the model's covariance error (~0.27 over seeds
+    # 1-4 of the per-cell random streams, issue 17) and the tolerance
+    samples = model.sample_states([HELDOUT], n_cells=6000, seed=1)[0]
     std = np.sqrt(np.diag(family.sigma))
     mean_err = np.abs(samples.mean(0) - family.mean(HELDOUT)) / std
     assert mean_err.max() < mean_tol, mean_err
@@ -94,9 +96,19 @@ def _check(model: LCD, family: GaussianFamily, score_tol: float, mean_tol: float
 def test_gaussian_family_score_and_heldout_moments():
     family = GaussianFamily(0)
     model = LCD(
-        family.screen(400), preset="tiny", noise_model=None, score_steps=3000,
-        score_hidden=64, embed_dim=16, score_batch_size=512, score_lr=3e-3, weight_decay=0.01,
-        n_levels=8, sigma_min=0.05, anneal_dt=2.5e-4, anneal_steps=50,
+        family.screen(400),
+        preset="tiny",
+        noise_model=None,
+        score_steps=3000,
+        score_hidden=64,
+        embed_dim=16,
+        score_batch_size=512,
+        score_lr=3e-3,
+        weight_decay=0.01,
+        n_levels=8,
+        sigma_min=0.05,
+        anneal_dt=2.5e-4,
+        anneal_steps=50,
     ).fit(progress=False)
     _check(model, family, score_tol=0.4, mean_tol=0.25, cov_tol=0.3)
 
@@ -105,8 +117,18 @@ def test_gaussian_family_score_and_heldout_moments():
 def test_gaussian_family_paper_sigma_min():
     family = GaussianFamily(1)
     model = LCD(
-        family.screen(1000), preset="tiny", noise_model=None, score_steps=30000,
-        score_hidden=128, embed_dim=32, score_batch_size=1024, score_lr=2e-3,
-        weight_decay=0.01, n_levels=15, sigma_min=0.01, anneal_dt=1e-5, anneal_steps=100,
+        family.screen(1000),
+        preset="tiny",
+        noise_model=None,
+        score_steps=30000,
+        score_hidden=128,
+        embed_dim=32,
+        score_batch_size=1024,
+        score_lr=2e-3,
+        weight_decay=0.01,
+        n_levels=15,
+        sigma_min=0.01,
+        anneal_dt=1e-5,
+        anneal_steps=100,
     ).fit(progress=False)
     _check(model, family, score_tol=0.5, mean_tol=0.25, cov_tol=0.3)

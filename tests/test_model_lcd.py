@@ -170,7 +170,7 @@ def test_load_refuses_corrupt_or_incompatible(fitted, tmp_path):
     with pytest.raises(ModelFileError, match="checksum"):
         LCD.load(folder)
     # incompatible format version
-    fitted.save(folder)
+    fitted.save(folder, force=True)
     record = json.loads((folder / "lcd.json").read_text())
     record["format_version"] = 999
     (folder / "lcd.json").write_text(json.dumps(record))

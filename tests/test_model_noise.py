@@ -98,16 +98,23 @@ def test_tempered_loss_limits():
 
 
 def test_generator_shapes_and_residual_structure():
-    params = init_generator(jax.random.PRNGKey(0), d=11, hidden=6, layers=2, wide_layers=1,
-                            wide_hidden=5)
+    params = init_generator(
+        jax.random.PRNGKey(0), d=11, hidden=6, layers=2, wide_layers=1, wide_hidden=5
+    )
     out = generator_apply(params, jnp.ones((3, 6)))
     assert out.shape == (3, 11)
     # zeroing the residual branches leaves the plain projection
-    zeroed = {k: (jnp.zeros_like(v) if k.startswith(("res_w2", "wide_w2")) else v)
-              for k, v in params.items()}
+    zeroed = {
+        k: (jnp.zeros_like(v) if k.startswith(("res_w2", "wide_w2")) else v)
+        for k, v in params.items()
+    }
     plain = (jnp.ones((3, 6)) @ params["inp_w"]) @ params["proj_w"]
-    np.testing.assert_allclose(np.asarray(generator_apply(zeroed, jnp.ones((3, 6)))),
-                               np.asarray(plain), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(generator_apply(zeroed, jnp.ones((3, 6)))),
+        np.asarray(plain),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize(("wide_layers", "block"), [(0, None), (1, None), (1, 3)])
@@ -126,8 +133,14 @@ def test_stacked_generator_init_is_bit_identical_to_per_condition_init(
     # the same key derivation as init_noise_state: first split → generators, second → logit π
     per_condition_keys = jax.random.split(jax.random.split(key)[0], m)
     for e, k in enumerate(per_condition_keys):
-        one = init_generator(k, d, config.generator_hidden, config.generator_layers,
-                             config.generator_wide_layers, config.generator_wide_hidden)
+        one = init_generator(
+            k,
+            d,
+            config.generator_hidden,
+            config.generator_layers,
+            config.generator_wide_layers,
+            config.generator_wide_hidden,
+        )
         assert set(one) == set(stacked)
         for name, value in one.items():
             got = np.asarray(stacked[name][e])
@@ -139,8 +152,14 @@ def test_stacked_generator_init_is_bit_identical_to_per_condition_init(
 
 def test_lazy_adam_equals_dense_optax_adam():
     """Touching one condition per step with b2^Δ catch-up equals a full optax Adam pass."""
-    config = make_config("tiny", noise_steps=12, noise_warmup=3, mc_samples=16,
-                         noise_batch_size=4, noise_grad_clip=0.05)
+    config = make_config(
+        "tiny",
+        noise_steps=12,
+        noise_warmup=3,
+        mc_samples=16,
+        noise_batch_size=4,
+        noise_grad_clip=0.05,
+    )
     m, d = 3, 5
     rng = np.random.default_rng(0)
     sizes = np.array([6, 4, 5], np.int32)
@@ -183,8 +202,9 @@ def test_lazy_adam_equals_dense_optax_adam():
     assert len(set(envs)) == m  # every condition visited, some revisited after gaps
     for a, b in zip(jax.tree.leaves(params["gen"]), jax.tree.leaves(state["gen"]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
-    np.testing.assert_allclose(np.asarray(params["logit_pi"]), np.asarray(state["logit_pi"]),
-                               rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(
+        np.asarray(params["logit_pi"]), np.asarray(state["logit_pi"]), rtol=2e-4, atol=2e-6
+    )
 
 
 def test_noise_step_updates_stacked_state_in_place():
@@ -196,8 +216,12 @@ def test_noise_step_updates_stacked_state_in_place():
     config = make_config("tiny")
     m, d = 512, 16
     state = init_noise_state(jax.random.PRNGKey(0), m, d, config)
-    data = (jnp.ones((2 * m, d)), jnp.arange(0, 2 * m, 2, dtype=jnp.int32),
-            jnp.full((m,), 2, jnp.int32), jnp.ones((d,)))
+    data = (
+        jnp.ones((2 * m, d)),
+        jnp.arange(0, 2 * m, 2, dtype=jnp.int32),
+        jnp.full((m,), 2, jnp.int32),
+        jnp.ones((d,)),
+    )
     stacked_bytes = sum(x.nbytes for x in jax.tree.leaves((state["gen"], state["nu_gen"])))
     analysis = make_noise_step(config).lower(state, data, jax.random.PRNGKey(1)).compile()
     analysis = analysis.memory_analysis()
@@ -243,6 +267,7 @@ def test_zinb_matrix_equals_direct_equals_scipy(zip_inputs):
     matrix = np.asarray(zip_log_likelihood_matrix(x, states, unit_scale, logit_pi, log_theta))
     np.testing.assert_allclose(direct, ref, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(matrix, ref, rtol=1e-5, atol=1e-3)
+
     # gradients of the matrix form w.r.t. the dispersion equal the direct form's
     def total(fn, lt):
         return fn(x, jnp.asarray(states), unit_scale, logit_pi, lt).sum()
@@ -270,14 +295,25 @@ def test_zinb_step_learns_dispersion_and_zip_state_unchanged():
     the default zip state has no dispersion at all (the paper's model, unchanged)."""
     zip_state = init_noise_state(jax.random.PRNGKey(0), 2, 4, make_config("tiny"))
     assert "log_theta" not in zip_state and "nu_theta" not in zip_state
-    config = make_config("tiny", noise_model="zinb", noise_steps=150, noise_warmup=5,
-                         noise_lr=3e-2, generator_hidden=2, mc_samples=32)
+    config = make_config(
+        "tiny",
+        noise_model="zinb",
+        noise_steps=150,
+        noise_warmup=5,
+        noise_lr=3e-2,
+        generator_hidden=2,
+        mc_samples=32,
+    )
     rng = np.random.default_rng(0)
     d = 4
     # strongly overdispersed counts (θ = 1) that a 2-dim latent cannot absorb gene by gene
     cells = rng.poisson(rng.gamma(1.0, 20.0, size=(200, d))).astype(np.float32)
-    data = (jnp.asarray(cells), jnp.asarray([0], jnp.int32), jnp.asarray([200], jnp.int32),
-            jnp.asarray(unit_scaling(cells)))
+    data = (
+        jnp.asarray(cells),
+        jnp.asarray([0], jnp.int32),
+        jnp.asarray([200], jnp.int32),
+        jnp.asarray(unit_scaling(cells)),
+    )
     state = init_noise_state(jax.random.PRNGKey(1), 1, d, config)
     theta0 = np.exp(np.asarray(state["log_theta"]))
     step = make_noise_step(config)

@@ -144,14 +144,23 @@ def test_one_and_four_devices_give_the_same_fit_and_prediction(
         out_w = here._score_params["out"]["w"]
         np.testing.assert_allclose(four[f"{name}_out"], out_w, rtol=1e-4, atol=1e-5, err_msg=name)
         if here._noise is not None:  # stage A alone: generators and π after 20 sharded steps
-            np.testing.assert_allclose(four[f"{name}_gen"], here._noise["gen"]["proj_w"],
-                                       rtol=1e-4, atol=1e-5, err_msg=name)
-            np.testing.assert_allclose(four[f"{name}_pi"], here._noise["logit_pi"],
-                                       rtol=1e-4, atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(
+                four[f"{name}_gen"],
+                here._noise["gen"]["proj_w"],
+                rtol=1e-4,
+                atol=1e-5,
+                err_msg=name,
+            )
+            np.testing.assert_allclose(
+                four[f"{name}_pi"], here._noise["logit_pi"], rtol=1e-4, atol=1e-5, err_msg=name
+            )
             # and the stage-A parameters moved away from their initialization (20 steps)
-            init = init_noise_state(jax.random.split(jax.random.split(jax.random.PRNGKey(0),
-                                                                      3)[0])[0],
-                                    len(here.train_labels), len(here.genes), here.config)
+            init = init_noise_state(
+                jax.random.split(jax.random.split(jax.random.PRNGKey(0), 3)[0])[0],
+                len(here.train_labels),
+                len(here.genes),
+                here.config,
+            )
             assert np.abs(np.asarray(init["gen"]["proj_w"]) - four[f"{name}_gen"]).max() > 1e-3
         np.testing.assert_allclose(four[f"{name}_state"], state, rtol=1e-4, atol=1e-4, err_msg=name)
         # another Langevin seed lands far away: the tolerance above is meaningful

@@ -59,3 +59,91 @@ def atomic_write_h5ad(adata, path: str | os.PathLike) -> Path:
     with atomic_output(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
     return Path(path)
+
+
+# --- output checks ------------------------------------------------------------------------------
+def check_finite(values, what: str, fix: str = "", cli: str | None = None) -> None:
+    """Refuse to return or write non-finite output.
+
+    Parameters
+    ----------
+    values
+        An array (dense or sparse), or a DataFrame (its numeric columns are checked).
+    what
+        The quantity, as the message names it (e.g. ``"the CLIPR effect matrix"``).
+    fix
+        What to do about it (appended to the message).
+    cli
+        ``fix`` phrased for command-line users, if it differs.
+
+    Raises
+    ------
+    NonFiniteOutputError
+        If any value is NaN or infinite.
+    """
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from lcdiff.errors import NonFiniteOutputError
+
+    if isinstance(values, pd.DataFrame):
+        values = values.select_dtypes("number").to_numpy(dtype=np.float64)
+    elif sp.issparse(values):
+        values = values.data
+    array = np.asarray(values)
+    if array.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return
+    n_nan = int(np.isnan(array).sum())
+    problem = (
+        f"{what} holds {int(bad.sum())} non-finite values ({n_nan} NaN, "
+        f"{int(bad.sum()) - n_nan} infinite) of {array.size}; nothing was written."
+    )
+    raise NonFiniteOutputError(
+        f"{problem} {fix}".strip(), cli=f"{problem} {cli if cli is not None else fix}".strip()
+    )
+
+
+def check_prediction(adata, what: str = "the prediction") -> None:
+    """Refuse a prediction AnnData with NaN or infinite values in ``X``, a layer or ``obsm``;
+    the message names the matrix and the labels whose cells are affected.
+
+    Raises
+    ------
+    NonFiniteOutputError
+        If any value is NaN or infinite.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    from lcdiff.errors import NonFiniteOutputError
+
+    matrices = {"X": adata.X}
+    matrices.update({f"layers[{k!r}]": v for k, v in adata.layers.items()})
+    matrices.update({f"obsm[{k!r}]": v for k, v in adata.obsm.items()})
+    for name, matrix in matrices.items():
+        if matrix is None:
+            continue
+        if sp.issparse(matrix):
+            matrix = matrix.tocsr()
+            rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+            bad_rows = np.unique(rows[~np.isfinite(matrix.data)])
+        else:
+            array = np.asarray(matrix)
+            if array.dtype.kind not in "fc":
+                continue
+            bad = ~np.isfinite(array)
+            bad_rows = np.flatnonzero(bad.reshape(len(array), -1).any(axis=1))
+        if not len(bad_rows):
+            continue
+        labels = []
+        if "perturbation" in adata.obs:
+            labels = sorted(set(adata.obs["perturbation"].astype(str).to_numpy()[bad_rows]))
+        which = f" (cells of {labels[:5]}{' ...' if len(labels) > 5 else ''})" if labels else ""
+        raise NonFiniteOutputError(
+            f"{what}: {name} has NaN or infinite values in {len(bad_rows)} cells{which}; nothing "
+            "was written. The method diverged or was given broken settings."
+        )

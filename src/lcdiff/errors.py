@@ -4,13 +4,107 @@ Every error raised at a boundary (AnnData in, files in, command-line arguments) 
 of :class:`LcdiffError`. Messages say what was wrong *and* how to fix it. Most classes also
 derive from a built-in exception (``ValueError``, ``KeyError``, ...) so that generic handlers
 keep working.
+
+Messages are phrased for Python users (keyword arguments such as ``control=``). The command
+line shows them in its own terms: an error or warning may carry the same message phrased with
+flags (``cli=``), and :func:`cli_text` translates the keyword arguments that have a flag
+(:data:`CLI_FLAGS`) in messages that do not; :func:`cli_message` picks whichever applies.
 """
 
 from __future__ import annotations
 
+import re
+
+#: Keyword arguments of the Python API that have a command-line flag of the same meaning.
+CLI_FLAGS: dict[str, str] = {
+    "perturbation_key": "--perturbation-key",
+    "control": "--control",
+    "layer": "--layer",
+    "n_genes": "--n-genes",
+    "min_cells_per_perturbation": "--min-cells",
+    "min_cells": "--min-cells",
+    "preset": "--preset",
+    "seed": "--seed",
+    "n_cells": "--n-cells",
+    "force": "--force",
+    "anneal_steps": "--anneal-steps",
+    "anneal_dt": "--anneal-dt",
+    "methods": "--methods",
+    "folds": "--folds",
+    "tikhonov": "--tikhonov",
+    "reference": "--reference",
+    "solver": "--solver",
+}
+
 
 class LcdiffError(Exception):
-    """Base class of every error lcdiff raises on purpose."""
+    """Base class of every error lcdiff raises on purpose.
+
+    Parameters
+    ----------
+    *args
+        The message (phrased for Python users) and any further arguments.
+    cli
+        The same message phrased for command-line users (flags instead of keyword arguments);
+        by default the command line shows :func:`cli_text` of the message.
+    """
+
+    def __init__(self, *args, cli: str | None = None):
+        super().__init__(*args)
+        self.cli = cli
+
+
+class LcdiffWarning(UserWarning):
+    """A warning of lcdiff; like :class:`LcdiffError` it may carry a ``cli`` phrasing."""
+
+    def __init__(self, *args, cli: str | None = None):
+        super().__init__(*args)
+        self.cli = cli
+
+
+def _flag_value(flag: str, value: str) -> str:
+    if value == "True":
+        return flag
+    if value == "None":
+        return f"no {flag}"
+    return f"{flag} {value}"
+
+
+def cli_text(text: str) -> str:
+    """``text`` with the keyword arguments of :data:`CLI_FLAGS` written as flags.
+
+    ``lc.pp.prepare(..., n_genes=...)`` → ``--n-genes N``; ``layer="counts"`` →
+    ``--layer counts``; ``control=<label>`` → ``--control <label>``; ``force=True`` →
+    ``--force``; ``layer=None`` → ``no --layer``; ``n_genes <= 3`` → ``--n-genes <= 3``. Other
+    text is left as it is.
+    """
+    names = "|".join(sorted(map(re.escape, CLI_FLAGS), key=len, reverse=True))
+
+    def call(match: re.Match) -> str:
+        return f"{CLI_FLAGS[match.group(1)]} N"
+
+    text = re.sub(rf"lc\.\w+\.\w+\(\.\.\., ({names})=\.\.\.\)", call, text)
+
+    def keyword(match: re.Match) -> str:
+        flag = CLI_FLAGS[match.group(1)]
+        value = match.group(2)
+        if value[:1] in "\"'" and len(value) >= 2:
+            value = value[1:-1]
+        return _flag_value(flag, value)
+
+    value = r"(\"[^\"]*\"|'[^']*'|<[^>]*>|\.\.\.|[\w.+-]+)"
+    text = re.sub(rf"(?<![\w.])({names})={value}", keyword, text)
+    # "n_genes <= 300" → "--n-genes <= 300"
+    return re.sub(
+        rf"(?<![\w.-])({names})(?= ?(?:<=|>=|<|>|≤|≥) )", lambda m: CLI_FLAGS[m.group(1)], text
+    )
+
+
+def cli_message(error: BaseException) -> str:
+    """How the command line shows an error or warning: its ``cli`` phrasing if it has one,
+    else :func:`cli_text` of its message."""
+    cli = getattr(error, "cli", None)
+    return cli if cli else cli_text(str(error))
 
 
 # --- screens (AnnData in) ------------------------------------------------------------------
@@ -112,6 +206,11 @@ class InputNotFoundError(LcdiffError, FileNotFoundError):
 
 class OutputNotWritableError(LcdiffError, PermissionError):
     """An output path cannot be created or written (no permission, parent is a file, ...)."""
+
+
+class NonFiniteOutputError(LcdiffError, FloatingPointError):
+    """A result about to be returned or written holds NaN or infinite values; the message names
+    the quantity (predicted states or counts, an effect matrix, a metric)."""
 
 
 # --- evaluation ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Plots (matplotlib). Functions take the object to draw first and return a ``Figure``."""
+
 from lcdiff.plot.benchmark import benchmark_boxplots  # noqa: F401
 from lcdiff.plot.causal import effects_heatmap, module_dendrogram  # noqa: F401
 from lcdiff.plot.predictions import marker_distributions, mean_shift_scatter  # noqa: F401

@@ -1,4 +1,5 @@
 """Tools that act on a fitted model: CLIPR and its downstream analyses."""
+
 from lcdiff.causal.clipr import clipr  # noqa: F401
 from lcdiff.causal.enrichment import enrichment, read_gmt  # noqa: F401
 from lcdiff.causal.implication import (  # noqa: F401

@@ -50,6 +50,23 @@ METHODS = ("paper", "moments")
 REFERENCES = ("origin", "control")
 
 
+#: What an entry of each estimator's effect matrix measures. Stored with every matrix:
+#: ``effects.attrs["units"]``, ``screen.uns["clipr"][key]["units"]`` and the metadata file that
+#: ``lcdiff clipr`` writes beside its CSV.
+EFFECT_UNITS = {
+    "paper": (
+        "Jacobian of the learned score (d log p / ds) with respect to the latent state s, "
+        "s = state_mean + state_scale * z (the noise model's latent state; the training X with "
+        "noise_model=None): units of 1 / (latent-state unit)^2, so entries grow as state_scale "
+        "shrinks; compare signs and ranks, not magnitudes, with a network in other units"
+    ),
+    "moments": (
+        "drift Jacobian of the latent-state SDE ds = f(s) dt + sqrt(2) * state_scale dW: a rate, "
+        "per unit of SDE time (latent-state units cancel)"
+    ),
+}
+
+
 class CliprError(LcdiffError, ValueError):
     """CLIPR inputs are inconsistent (shapes, non-finite responses, unknown options)."""
 
@@ -238,8 +255,16 @@ def query_labels(model) -> list[str]:
 def _check_model(model) -> None:
     missing = [
         name
-        for name in ("genes", "control", "trained_targets", "state_mean", "state_scale", "drift",
-                     "fixed_points", "sample_states")
+        for name in (
+            "genes",
+            "control",
+            "trained_targets",
+            "state_mean",
+            "state_scale",
+            "drift",
+            "fixed_points",
+            "sample_states",
+        )
         if not hasattr(model, name)
     ]
     if missing:
@@ -362,9 +387,7 @@ def clipr(
         result = _clipr_paper(model, queries, mean, scale, tikhonov, solver, tsvd, reference)
     else:
         if moments_from not in ("samples", "score"):
-            raise CliprError(
-                f"moments_from must be 'samples' or 'score'; got {moments_from!r}."
-            )
+            raise CliprError(f"moments_from must be 'samples' or 'score'; got {moments_from!r}.")
         if moments_from == "samples":
             means, cov, info = _sample_moments(
                 model, queries, n_cells, seed, covariance, cov_shrinkage
@@ -375,6 +398,15 @@ def clipr(
             model, queries, scale, means, cov, info, diffusion, moments_solver, ridge
         )
     result.effects = causal_frame(result.drift, genes)
+    result.effects.attrs["units"] = EFFECT_UNITS[method]
+    result.params["units"] = EFFECT_UNITS[method]
+    from lcdiff._io import check_finite
+
+    check_finite(
+        result.effects,
+        f"The CLIPR effect matrix ({method})",
+        "The fixed points or the drift of the model are broken; check the model's predictions.",
+    )
     if screen is not None:
         default_key = f"clipr_{method}" if reference == "origin" else f"clipr_{method}_{reference}"
         _write_to_screen(screen, result, genes, key_added or default_key)
@@ -476,8 +508,13 @@ def _sample_moments(model, queries, n_cells, seed, covariance, cov_shrinkage):
     cov, used = estimate_covariance(pool, cov_shrinkage)
     if covariance == "pooled":  # each condition lost one degree of freedom to its own mean
         cov *= (pool.shape[0] - 1) / (pool.shape[0] - states.shape[0])
-    info = {"moments_from": "samples", "n_cells": n_cells, "seed": seed,
-            "covariance": covariance, "cov_shrinkage": used}
+    info = {
+        "moments_from": "samples",
+        "n_cells": n_cells,
+        "seed": seed,
+        "covariance": covariance,
+        "cov_shrinkage": used,
+    }
     return means, cov, info
 
 
@@ -514,8 +551,10 @@ def _clipr_moments(
 ) -> CliprResult:
     from lcdiff.causal.moments import moments_solve
 
-    diff = 2.0 * scale**2 if diffusion is None else np.broadcast_to(
-        np.asarray(diffusion, dtype=np.float64), scale.shape
+    diff = (
+        2.0 * scale**2
+        if diffusion is None
+        else np.broadcast_to(np.asarray(diffusion, dtype=np.float64), scale.shape)
     )
     position = {g: i for i, g in enumerate(model.genes)}
     targets = np.array([position[q] for q in queries], dtype=np.int64)
@@ -524,8 +563,12 @@ def _clipr_moments(
     )
     fixed = means[1:].T
     b, c = bias_and_shifts(sol.drift, means[0], fixed)
-    params = {**info, "solver": solver, "ridge": ridge,
-              "diffusion": "2*state_scale^2" if diffusion is None else "user"}
+    params = {
+        **info,
+        "solver": solver,
+        "ridge": ridge,
+        "diffusion": "2*state_scale^2" if diffusion is None else "user",
+    }
     return CliprResult(
         effects=pd.DataFrame(),
         drift=sol.drift,

@@ -182,19 +182,21 @@ def enrichment(
             n_set = len(genes)
             p = float(hypergeom.sf(k - 1, n_bg, n_set, n_mod))
             odds = _odds_ratio(k, n_mod - k, n_set - k, n_bg - n_set - n_mod + k)
-            rows.append({
-                "module": module,
-                "term": name,
-                "description": sets[name].description,
-                "p_value": p,
-                "odds_ratio": odds,
-                "combined_score": odds * -np.log(max(p, 1e-300)),
-                "overlap_size": k,
-                "module_size": n_mod,
-                "set_size": n_set,
-                "background_size": n_bg,
-                "overlap_genes": ";".join(sorted(overlap)),
-            })
+            rows.append(
+                {
+                    "module": module,
+                    "term": name,
+                    "description": sets[name].description,
+                    "p_value": p,
+                    "odds_ratio": odds,
+                    "combined_score": odds * -np.log(max(p, 1e-300)),
+                    "overlap_size": k,
+                    "module_size": n_mod,
+                    "set_size": n_set,
+                    "background_size": n_bg,
+                    "overlap_genes": ";".join(sorted(overlap)),
+                }
+            )
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     table = pd.DataFrame(rows)

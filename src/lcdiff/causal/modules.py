@@ -66,8 +66,11 @@ def _as_frame(effects) -> pd.DataFrame:
         frame = effects
     else:
         arr = np.asarray(effects, dtype=np.float64)
-        frame = pd.DataFrame(arr, index=[str(i) for i in range(arr.shape[0])],
-                             columns=[str(i) for i in range(arr.shape[-1])])
+        frame = pd.DataFrame(
+            arr,
+            index=[str(i) for i in range(arr.shape[0])],
+            columns=[str(i) for i in range(arr.shape[-1])],
+        )
     if frame.shape[0] != frame.shape[1] or list(frame.index) != list(frame.columns):
         raise ModuleError(
             "effects must be a square gene × gene matrix with the same genes, in the same order, "

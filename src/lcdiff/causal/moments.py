@@ -95,8 +95,9 @@ def _validate(mean_ctrl, cov_ctrl, means, targets, diffusion):
             f"got {targets!r}."
         )
     if targets.size and (targets.min() < 0 or targets.max() >= d):
-        raise MomentsError(f"targets must lie in [0, {d}); got range "
-                           f"[{targets.min()}, {targets.max()}].")
+        raise MomentsError(
+            f"targets must lie in [0, {d}); got range [{targets.min()}, {targets.max()}]."
+        )
     diffusion = np.broadcast_to(np.asarray(diffusion, dtype=np.float64), (d,)).copy()
     if not np.all(diffusion > 0):
         raise MomentsError("diffusion (the diagonal of D) must be positive for every gene.")
@@ -196,8 +197,9 @@ def moments_solve(
     else:
         prec = scipy.linalg.cho_solve(chol, np.eye(d))
         skew, iterations = _skew_cg(normal, prec, half_d, targets, ridge, tol, max_iter)
-        u = (half_d[targets] * normal[targets, np.arange(p)]
-             - np.einsum("kj,jk->k", skew[targets], normal))
+        u = half_d[targets] * normal[targets, np.arange(p)] - np.einsum(
+            "kj,jk->k", skew[targets], normal
+        )
         drift = scipy.linalg.cho_solve(chol, (skew - np.diag(half_d)).T).T  # (K − D/2) Σ⁻¹
         used = "cg"
     onehot = np.zeros((d, p))

@@ -2,13 +2,16 @@
 
 Each sub-command lives in its own module of this package and registers itself on ``app``.
 ``main`` turns every :class:`lcdiff.errors.LcdiffError` (and common file errors) into a
-one-line message and a non-zero exit code; ``--debug`` shows the traceback instead.
+one-line message and a non-zero exit code; ``--debug`` shows the traceback instead. Messages
+and warnings are shown in command-line terms (:func:`lcdiff.errors.cli_message`: flags, not
+keyword arguments), each on one line, warnings as ``warning: ...`` without source paths.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -19,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without a "<bool>" type, copyable text
 )
 
 # Sub-command modules, imported in this order (each defines commands on ``app``).
@@ -46,9 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     one line ``error: ...`` on stderr and exit code 2; any other failure exits with 1 and the
     same one-line form. ``--debug`` re-raises so that the traceback is shown.
     """
-    from lcdiff.errors import LcdiffError
-
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return _main(argv)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one line ``warning: ...`` in command-line terms (no source path)."""
+    from lcdiff.errors import cli_message
+
+    text = cli_message(message) if isinstance(message, Warning) else str(message)
+    typer.echo(f"warning: {_first_line(text)}", err=True)
+
+
+def _main(argv: list[str]) -> int:
+    from lcdiff.errors import LcdiffError, cli_message
+
     debug = "--debug" in argv
     _load_commands()
     try:
@@ -68,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if isinstance(exc, LcdiffError | OSError):
-            typer.echo(f"error: {_first_line(exc)}", err=True)
+            typer.echo(f"error: {_first_line(cli_message(exc)) or _first_line(exc)}", err=True)
             return EXIT_BAD_INPUT
         typer.echo(
             f"error: {type(exc).__name__}: {_first_line(exc)} "
@@ -80,12 +98,71 @@ def main(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if text:
+        return text.splitlines()[0]
+    return type(exc).__name__ if isinstance(exc, BaseException) else ""
 
 
 # --- helpers shared by the command modules ---------------------------------------------------
+def preset_help(what: str = "LCD hyperparameters") -> str:
+    """Help text of a ``--preset`` option, listing every preset of :mod:`lcdiff.model.config`."""
+    from lcdiff.model.config import PRESETS
+
+    return f"{what}, one of: {', '.join(PRESETS)} (see the README, 'Fitting LCD')."
+
+
+def check_preset(preset: str) -> None:
+    """Refuse an unknown ``--preset`` before any work, in command-line terms."""
+    from lcdiff.errors import ConfigError
+    from lcdiff.model.config import PRESETS
+
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"Unknown LCD preset {preset!r}; choose one of {list(PRESETS)}.",
+            cli=f"Unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}.",
+        )
+
+
+def parse_settings(values: list[str] | None, preset: str) -> dict:
+    """``--set NAME=VALUE`` options as LCD hyperparameter overrides (checked against ``preset``).
+
+    VALUE is read as JSON where it can be (``1024``, ``0.5``, ``null``, ``[1, 20]``), else as a
+    string (``--set noise_model=zinb``).
+
+    Raises
+    ------
+    ConfigError
+        For a malformed option, an unknown hyperparameter or an invalid value.
+    """
+    import json
+
+    from lcdiff.errors import ConfigError
+    from lcdiff.model.config import make_config
+
+    overrides: dict = {}
+    for item in values or []:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(
+                f"Malformed setting {item!r}; write NAME=VALUE, e.g. score_hidden=1024.",
+                cli=f"Malformed --set {item!r}; write --set NAME=VALUE, e.g. "
+                "--set score_hidden=1024.",
+            )
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw.strip()
+        overrides[name] = tuple(value) if isinstance(value, list) else value
+    try:
+        make_config(preset, **overrides)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), cli=f"--set: {_first_line(exc)}") from exc
+    return overrides
+
+
 def read_h5ad(path: str | Path):
     """Read an ``.h5ad`` file, turning the usual failures into typed one-line errors.
 
@@ -188,9 +265,16 @@ def check_output(path: str | Path, force: bool = False, marker: str | None = Non
 
 
 def write_h5ad(adata, path: str | Path) -> Path:
-    """Write an AnnData to ``path`` atomically (temporary file in the same folder, then rename)."""
-    from lcdiff._io import atomic_write_h5ad
+    """Write an AnnData to ``path`` atomically (temporary file in the same folder, then rename).
 
+    Raises
+    ------
+    NonFiniteOutputError
+        If ``X``, a layer or ``obsm`` holds NaN or infinite values (nothing is written).
+    """
+    from lcdiff._io import atomic_write_h5ad, check_prediction
+
+    check_prediction(adata, f"The output {Path(path).name}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_h5ad(adata, path)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lcdiff.cli import app, check_output, load_screen
+from lcdiff.cli import app, check_output, check_preset, load_screen, preset_help
 
 
 def _split_list(values: list[str] | None) -> list[str]:
@@ -47,9 +47,7 @@ def benchmark_command(
     n_val: int = typer.Option(
         20, "--n-val", min=0, help="Paper scheme: validation combinations (always trained on)."
     ),
-    preset: str = typer.Option(
-        "auto", "--preset", help="LCD preset: auto (default: sized to the screen), fast, paper, …"
-    ),
+    preset: str = typer.Option("auto", "--preset", help=preset_help("LCD preset")),
     perturbation_key: str = typer.Option(
         "perturbation", "--perturbation-key", help="obs column naming each cell's perturbation."
     ),
@@ -81,6 +79,7 @@ def benchmark_command(
     from lcdiff.eval.benchmark import benchmark
 
     check_output(out, force)
+    check_preset(preset)
     method_list = _split_list(methods)
     unknown = [m for m in method_list if ALIASES.get(m.lower(), m.lower()) not in METHODS]
     if unknown or not method_list:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lcdiff.cli import app
+from lcdiff.cli import app, preset_help
 
 
 @app.command("demo")
@@ -17,8 +17,7 @@ def demo_command(
     preset: str = typer.Option(
         "auto",
         "--preset",
-        help="LCD hyperparameters: auto (default: sized to the screen), fast-zinb, fast "
-        "(the paper's zero-inflated Poisson) or tiny.",
+        help=preset_help("LCD hyperparameters (auto: sized to the screen)"),
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the split, the fit and sampling."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
@@ -31,8 +30,10 @@ def demo_command(
     writes OUT/report.html with the tables (CSV), figures (PNG), predictions (.h5ad) and the
     fitted model beside it.
     """
+    from lcdiff.cli import check_preset
     from lcdiff.demo import run
 
+    check_preset(preset)
     result = run(out, preset=preset, seed=seed, progress=not quiet, force=force)
     typer.echo("")
     for line in result["summary_lines"]:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from lcdiff.cli import app, check_output, load_screen, replace_folder
+from lcdiff.cli import (
+    app,
+    check_output,
+    check_preset,
+    load_screen,
+    parse_settings,
+    preset_help,
+    replace_folder,
+)
 
 
 @app.command("fit")
@@ -34,24 +42,25 @@ def fit_command(
     layer: str | None = typer.Option(
         None, "--layer", help="Layer holding the raw counts (default: X)."
     ),
-    preset: str = typer.Option(
-        "auto",
-        "--preset",
-        help="Hyperparameters: auto (default: sized to the screen), fast, fast-zinb, tiny, "
-        "paper or paper-norman/-wessels/-replogle/-linear (see README).",
+    preset: str = typer.Option("auto", "--preset", help=preset_help()),
+    settings: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override one LCD hyperparameter of the preset, NAME=VALUE (repeatable), e.g. "
+        "--set score_hidden=1024.",
+        show_default=False,
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the fit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Fit LCD on a screen and save the model folder (load it with lc.LCD.load)."""
-    from lcdiff.model.config import make_config
-
     check_output(out, force, marker="lcd.json")  # LCD.save writes lcd.json
-    make_config(preset)  # refuse an unknown preset before reading anything
+    check_preset(preset)  # refuse an unknown preset or setting before reading anything
+    overrides = parse_settings(settings, preset)
     started = time.perf_counter()
     screen = load_screen(data, perturbation_key, control, n_genes, min_cells, layer)
-    model = _fit(screen, preset, seed, progress=not quiet)
+    model = _fit(screen, preset, seed, progress=not quiet, overrides=overrides)
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -68,7 +77,33 @@ def fit_command(
     typer.echo(f"Saved the fitted model to {out} ({elapsed:.0f} s).")
 
 
-def _fit(screen, preset: str, seed: int, progress: bool):
+def _fit(screen, preset: str, seed: int, progress: bool, overrides: dict | None = None):
     from lcdiff.model.lcd import LCD
 
-    return LCD(screen, preset=preset, seed=seed).fit(progress=progress)
+    model = LCD(screen, preset=preset, seed=seed, **(overrides or {}))
+    for line in label_lines(model):
+        typer.echo(line)
+    return model.fit(progress=progress)
+
+
+def label_lines(model, shown: int = 12) -> list[str]:
+    """What a model trains on: the kept labels, and the dropped ones grouped by reason."""
+
+    def listing(items: list[str]) -> str:
+        more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
+        return ", ".join(items[:shown]) + more
+
+    perturbations = [lab for lab in model.train_labels if lab != model.control]
+    lines = [
+        f"Training on {len(model.train_labels)} conditions: the control {model.control!r} and "
+        f"{len(perturbations)} perturbation(s) ({listing(perturbations)})."
+    ]
+    groups: dict[str, list[str]] = {}
+    for label, reason in model.dropped_labels.items():
+        head, _, detail = reason.partition(" (")
+        groups.setdefault(head, []).append(f"{label} ({detail}" if detail else label)
+    if groups:
+        n = len(model.dropped_labels)
+        lines.append(f"Not trained on {n} label(s) of the screen:")
+        lines += [f"  {head}: {listing(items)}" for head, items in groups.items()]
+    return lines

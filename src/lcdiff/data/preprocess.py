@@ -34,6 +34,7 @@ from lcdiff.data.schema import (
     PERTURBATION_KEY,
     drop_small_conditions,
     drop_unknown_targets,
+    label_kind,
     set_label_columns,
     validate_with_report,
 )
@@ -121,8 +122,10 @@ def prepare(
     n_cells_in, n_genes_in = getattr(adata, "n_obs", 0), getattr(adata, "n_vars", 0)
     _check_positive("min_cells_per_perturbation", min_cells_per_perturbation, minimum=2)
     _check_positive("n_markers", n_markers, minimum=0)
-    if n_genes != "auto" and n_genes is not None and (
-        isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1
+    if (
+        n_genes != "auto"
+        and n_genes is not None
+        and (isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1)
     ):
         raise GeneSelectionError(
             f"n_genes must be a positive integer, 'auto' or None, got {n_genes!r}."
@@ -148,7 +151,10 @@ def prepare(
     screen = filter_cells_by_detected_genes(screen, min_genes_per_cell)
     screen = filter_genes_by_detected_cells(screen, min_cells_per_gene)
     qc_reason = f"were removed by gene QC (detected in < {min_cells_per_gene} cells)"
-    screen, qc_removed_targets, _ = drop_unknown_targets(screen, control, reason=qc_reason)
+    screen, qc_removed_targets, qc_removed_labels = drop_unknown_targets(
+        screen, control, reason=qc_reason
+    )
+    sizes_after_qc = _condition_sizes(screen)
     screen, small_after_qc = drop_small_conditions(screen, control, min_cells_per_perturbation)
     n_cells_after_qc, n_genes_after_qc = screen.n_obs, screen.n_vars
     screen.layers[SELECTION_LAYER] = selection_log1p(screen.X, _is_control(screen, control))
@@ -187,6 +193,7 @@ def prepare(
     out, unselected_targets, unselected_labels = drop_unknown_targets(
         out, control, reason=f"are not among the {n_select} selected genes"
     )
+    sizes_after_selection = _condition_sizes(out)
     out, small_after_selection = drop_small_conditions(out, control, min_cells_per_perturbation)
     out_labels = sorted(set(out.obs[PERTURBATION_KEY].astype(str)) - {control})
     if out.n_obs != screen.n_obs:  # the cells changed: rank again (exact, as the reference)
@@ -240,7 +247,62 @@ def prepare(
         },
         "unselected_target_genes": list(unselected_targets),
     }
+    cells = {
+        **report.small_condition_cells,
+        **{lab: sizes_after_qc[lab] for lab in small_after_qc},
+        **{lab: sizes_after_selection[lab] for lab in small_after_selection},
+    }
+    out.uns["lcdiff"]["labels"] = sorted(set(out.obs[PERTURBATION_KEY].astype(str)))
+    out.uns["lcdiff"]["dropped_labels"] = dropped_label_reasons(
+        control,
+        unknown=report.dropped_unknown_conditions,
+        qc_removed=qc_removed_labels,
+        unselected=unselected_labels,
+        small=cells,
+        min_cells=min_cells_per_perturbation,
+        min_cells_per_gene=min_cells_per_gene,
+        n_selected=n_select,
+    )
     return out
+
+
+def _condition_sizes(adata: AnnData) -> dict[str, int]:
+    return {
+        str(k): int(v) for k, v in adata.obs[PERTURBATION_KEY].astype(str).value_counts().items()
+    }
+
+
+def dropped_label_reasons(
+    control: str,
+    unknown: Iterable[str] = (),
+    qc_removed: Iterable[str] = (),
+    unselected: Iterable[str] = (),
+    small: dict[str, int] | None = None,
+    min_cells: int = 100,
+    min_cells_per_gene: int = 0,
+    n_selected: int = 0,
+) -> dict[str, str]:
+    """Why each label of the input was dropped by :func:`prepare` (label → reason).
+
+    Reasons are phrased so that they read the same to Python and command-line users (the
+    thresholds are given as numbers, not as argument names).
+    """
+    out: dict[str, str] = {}
+    for label in unknown:
+        kind = label_kind(label, control)
+        if kind == "not a perturbation":
+            out[label] = "not a perturbation (cells without an assigned guide)"
+        elif kind == "control-like":
+            out[label] = f"looks like a control label, but the control label is {control!r}"
+        else:
+            out[label] = "targets a gene that is not measured"
+    for label in qc_removed:
+        out[label] = f"targets a gene removed by gene QC (detected in < {min_cells_per_gene} cells)"
+    for label in unselected:
+        out[label] = f"targets a gene outside the {n_selected} selected genes"
+    for label, n in (small or {}).items():
+        out[label] = f"too few cells ({n} < {min_cells})"
+    return dict(sorted(out.items()))
 
 
 # --- thresholds -------------------------------------------------------------------------------
@@ -272,13 +334,19 @@ def _resolve_n_genes(n_genes, n_perturbed: int, n_available: int, allow_drop: bo
     if n_genes > n_available:
         raise GeneSelectionError(
             f"n_genes={n_genes} but only {n_available} genes pass QC; pass n_genes <= "
-            f"{n_available}, or n_genes=None to keep all of them."
+            f"{n_available}, or n_genes=None to keep all of them.",
+            cli=f"--n-genes {n_genes} but only {n_available} genes pass QC; pass --n-genes "
+            f"{n_available} (or more, to keep all of them).",
         )
     if n_genes < n_perturbed and not allow_drop:
+        problem = (
+            f"is smaller than the {n_perturbed} perturbed genes; every perturbed gene must be "
+            "modelled."
+        )
         raise GeneSelectionError(
-            f"n_genes={n_genes} is smaller than the {n_perturbed} perturbed genes; every perturbed "
-            f"gene must be modelled. Pass n_genes >= {n_perturbed}, or "
-            "drop_unselected_perturbations=True to drop perturbations whose targets do not fit."
+            f"n_genes={n_genes} {problem} Pass n_genes >= {n_perturbed}, or "
+            "drop_unselected_perturbations=True to drop perturbations whose targets do not fit.",
+            cli=f"--n-genes {n_genes} {problem} Pass --n-genes {n_perturbed} or more.",
         )
     return int(n_genes)
 

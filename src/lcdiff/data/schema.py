@@ -23,6 +23,7 @@ from lcdiff.errors import (
     EmptyScreenError,
     InvalidCountsError,
     InvalidLabelError,
+    LcdiffWarning,
     MissingColumnError,
     ScreenError,
     TooFewCellsError,
@@ -44,6 +45,8 @@ class ValidationReport:
     unknown_genes: list[str] = field(default_factory=list)
     dropped_unknown_conditions: list[str] = field(default_factory=list)
     dropped_small_conditions: list[str] = field(default_factory=list)
+    #: cells of each condition dropped for having too few
+    small_condition_cells: dict[str, int] = field(default_factory=dict)
 
 
 def validate(
@@ -124,10 +127,14 @@ def validate_with_report(
     report = ValidationReport(n_cells_in=adata.n_obs, n_genes_in=adata.n_vars)
     _check_not_empty(adata)
     if perturbation_key not in adata.obs:
-        raise MissingColumnError(
+        problem = (
             f"obs has no column {perturbation_key!r}; the obs columns are "
-            f"{list(map(str, adata.obs.columns))}. Pass perturbation_key=<the column naming each "
-            "cell's perturbation>."
+            f"{list(map(str, adata.obs.columns))}."
+        )
+        raise MissingColumnError(
+            f"{problem} Pass perturbation_key=<the column naming each cell's perturbation>.",
+            cli=f"{problem} Pass --perturbation-key COLUMN (the column naming each cell's "
+            "perturbation).",
         )
     counts = _counts_matrix(adata, layer)
     check_counts(counts, layer, available_layers=list(adata.layers.keys()))
@@ -168,7 +175,9 @@ def validate_with_report(
     out, report.unknown_genes, report.dropped_unknown_conditions = drop_unknown_targets(
         out, control, strict=strict
     )
+    sizes = out.obs[PERTURBATION_KEY].astype(str).value_counts()
     out, report.dropped_small_conditions = drop_small_conditions(out, control, min_cells)
+    report.small_condition_cells = {lab: int(sizes[lab]) for lab in report.dropped_small_conditions}
     set_label_columns(out, control)
     return out, report
 
@@ -185,15 +194,18 @@ def _check_not_empty(adata: AnnData) -> None:
 def _counts_matrix(adata: AnnData, layer: str | None):
     if layer is None:
         if adata.X is None:
+            layers = list(adata.layers.keys())
             raise MissingColumnError(
-                f"adata.X is empty; pass layer=<the layer holding raw counts> (layers: "
-                f"{list(adata.layers.keys())})."
+                f"adata.X is empty; pass layer=<the layer holding raw counts> (layers: {layers}).",
+                cli=f"X is empty; pass --layer LAYER, the layer holding raw counts (layers: "
+                f"{layers}).",
             )
         return adata.X
     if layer not in adata.layers:
+        problem = f"No layer {layer!r}; the layers are {list(adata.layers.keys())}."
         raise MissingColumnError(
-            f"No layer {layer!r}; the layers are {list(adata.layers.keys())}. Pass layer=None to "
-            "read counts from X."
+            f"{problem} Pass layer=None to read counts from X.",
+            cli=f"{problem} Drop --layer to read counts from X.",
         )
     return adata.layers[layer]
 
@@ -216,24 +228,29 @@ def check_counts(counts, layer: str | None = None, available_layers: list[str] |
         raise InvalidCountsError(
             f"Counts in {where} have dtype {values.dtype}; expected numbers (UMI counts)."
         )
-    hint = _counts_hint(layer, available_layers or [])
-    if values.dtype.kind == "f":
-        if not np.all(np.isfinite(values)):
-            raise InvalidCountsError(f"Counts in {where} contain NaN or inf values. {hint}")
-    if values.size and values.min() < 0:
-        raise InvalidCountsError(
-            f"Counts in {where} contain negative values (min {values.min():.3g}). {hint}"
-        )
-    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        raise InvalidCountsError(f"Counts in {where} contain non-integer values. {hint}")
+    hint, cli_hint = _counts_hint(layer, available_layers or [])
+    problem = None
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        problem = f"Counts in {where} contain NaN or inf values."
+    elif values.size and values.min() < 0:
+        problem = f"Counts in {where} contain negative values (min {values.min():.3g})."
+    elif values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        problem = f"Counts in {where} contain non-integer values."
+    if problem is not None:
+        raise InvalidCountsError(f"{problem} {hint}", cli=f"{problem} {cli_hint}")
 
 
-def _counts_hint(layer: str | None, available_layers: list[str]) -> str:
+def _counts_hint(layer: str | None, available_layers: list[str]) -> tuple[str, str]:
+    """The fix for counts that are not raw counts: (for Python users, for the command line)."""
     base = "lcdiff needs raw UMI counts; log-normalized or scaled data is the usual cause."
     if "counts" in available_layers and layer != "counts":
-        return base + " This AnnData has a 'counts' layer: pass layer=\"counts\"."
-    return base + (
-        ' Pass layer="counts" (or the layer that holds raw counts), or put raw counts in X.'
+        return (
+            base + " This AnnData has a 'counts' layer: pass layer=\"counts\".",
+            base + " This file has a 'counts' layer: pass --layer counts.",
+        )
+    return (
+        base + ' Pass layer="counts" (or the layer that holds raw counts), or put raw counts in X.',
+        base + " Pass --layer LAYER (the layer that holds raw counts), or put raw counts in X.",
     )
 
 
@@ -292,10 +309,43 @@ def _check_control_present(labels: pd.Series, control: str, key: str) -> None:
         return
     top = labels.value_counts().head(10)
     listing = ", ".join(f"{lab!r} ({n})" for lab, n in top.items())
-    raise ControlNotFoundError(
+    problem = (
         f"No cell in obs[{key!r}] has the control label {control!r}. Most frequent labels: "
-        f"{listing}. Pass control=<the label of the non-targeting cells>."
+        f"{listing}."
     )
+    raise ControlNotFoundError(
+        f"{problem} Pass control=<the label of the non-targeting cells>.",
+        cli=f"{problem} Pass --control LABEL (the label of the non-targeting cells).",
+    )
+
+
+#: Labels that name no perturbation at all (``lc.pp.assign_perturbations`` gives cells without
+#: an assigned guide the label ``"unassigned"``); compared case-insensitively.
+NOT_PERTURBATIONS = ("unassigned", "multiplet", "doublet", "none", "nan")
+#: Labels that usually mean control cells; one that is not the chosen control is reported so.
+CONTROL_LIKE = (
+    "ctrl",
+    "control",
+    "non-targeting",
+    "non_targeting",
+    "nontargeting",
+    "nt",
+    "ntc",
+    "negative_control",
+    "safe-targeting",
+)
+
+
+def label_kind(label: str, control: str) -> str:
+    """``"control"``, ``"not a perturbation"`` (``"unassigned"``, ...), ``"control-like"`` (a
+    usual control name that is not ``control``) or ``"perturbation"``."""
+    if label == control:
+        return "control"
+    if label.lower() in NOT_PERTURBATIONS:
+        return "not a perturbation"
+    if label.lower() in CONTROL_LIKE:
+        return "control-like"
+    return "perturbation"
 
 
 def drop_unknown_targets(
@@ -303,7 +353,9 @@ def drop_unknown_targets(
 ) -> tuple[AnnData, list[str], list[str]]:
     """Drop cells whose label names a gene absent from ``var_names`` (warn; raise if strict).
 
-    ``reason`` completes the warning ("... target N genes that <reason>").
+    ``reason`` completes the warning ("... target N genes that <reason>"). Labels that are no
+    perturbation (``"unassigned"``) or look like another control label (``"non-targeting"``
+    when the control is ``"ctrl"``) are dropped with their own warning, even if ``strict``.
 
     Returns
     -------
@@ -312,33 +364,59 @@ def drop_unknown_targets(
     genes = set(adata.var_names)
     labels = adata.obs[PERTURBATION_KEY].astype(str)
     unknown_genes: set[str] = set()
-    bad_labels = []
+    bad_labels, other_labels = [], []
     for label in pd.unique(labels):
         missing = [g for g in parse_label(label, control) if g not in genes]
-        if missing:
+        if not missing:
+            continue
+        if label_kind(label, control) == "perturbation":
             unknown_genes.update(missing)
             bad_labels.append(label)
-    if not bad_labels:
+        else:
+            other_labels.append(label)
+    if not bad_labels and not other_labels:
         return adata, [], []
     unknown = sorted(unknown_genes)
-    bad_labels = sorted(bad_labels)
+    bad_labels, other_labels = sorted(bad_labels), sorted(other_labels)
     message = (
         f"{len(bad_labels)} perturbations target {len(unknown)} genes that {reason}: "
         f"{unknown[:20]}{' ...' if len(unknown) > 20 else ''}"
     )
-    if strict:
+    if strict and bad_labels:
         raise UnknownGeneError(
             message + ". Check that var_names are gene symbols matching the labels (e.g. "
             "adata.var_names = adata.var['gene_symbols']), or pass strict=False to drop them."
         )
-    keep = ~labels.isin(bad_labels).to_numpy()
-    warnings.warn(
-        message + f"; dropped their {int((~keep).sum())} cells ({bad_labels[:10]}"
-        f"{' ...' if len(bad_labels) > 10 else ''}).",
-        UserWarning,
-        stacklevel=3,
-    )
-    return adata[keep].copy(), unknown, bad_labels
+    for label in other_labels:
+        n = int((labels == label).sum())
+        if label_kind(label, control) == "not a perturbation":
+            warnings.warn(
+                f"Dropped the {n} cells labelled {label!r}: no perturbation was assigned to them.",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            text = (
+                f"Dropped the {n} cells labelled {label!r}, which looks like a control label, but "
+                f"the control label is {control!r}"
+            )
+            warnings.warn(
+                LcdiffWarning(
+                    f"{text}; pass control={label!r} if they are the control cells.",
+                    cli=f"{text}; pass --control {label} if they are the control cells.",
+                ),
+                stacklevel=3,
+            )
+    keep = ~labels.isin(bad_labels + other_labels).to_numpy()
+    if bad_labels:
+        n_bad = int(labels.isin(bad_labels).sum())
+        warnings.warn(
+            message + f"; dropped their {n_bad} cells ({bad_labels[:10]}"
+            f"{' ...' if len(bad_labels) > 10 else ''}).",
+            UserWarning,
+            stacklevel=3,
+        )
+    return adata[keep].copy(), unknown, bad_labels + other_labels
 
 
 def drop_small_conditions(
@@ -348,16 +426,23 @@ def drop_small_conditions(
     counts = adata.obs[PERTURBATION_KEY].astype(str).value_counts()
     n_control = int(counts.get(control, 0))
     if n_control < min_cells:
+        problem = f"The control {control!r} has {n_control} cells, fewer than {min_cells}"
         raise TooFewCellsError(
-            f"The control {control!r} has {n_control} cells, fewer than min_cells={min_cells}; "
-            "lower the minimum (min_cells / min_cells_per_perturbation) if this is intended."
+            f"{problem} (min_cells); lower the minimum (min_cells / min_cells_per_perturbation) "
+            "if this is intended.",
+            cli=f"{problem} (--min-cells); lower --min-cells if this is intended, or check "
+            "--control.",
         )
     small = sorted(lab for lab, n in counts.items() if lab != control and n < min_cells)
     perturbed = [lab for lab in counts.index if lab != control]
     if perturbed and len(small) == len(perturbed):
-        raise TooFewCellsError(
+        problem = (
             f"Every perturbation has fewer than {min_cells} cells (largest: "
-            f"{int(counts.drop(control).max())}); lower min_cells / min_cells_per_perturbation."
+            f"{int(counts.drop(control).max())})"
+        )
+        raise TooFewCellsError(
+            f"{problem}; lower min_cells / min_cells_per_perturbation.",
+            cli=f"{problem}; lower --min-cells.",
         )
     if not perturbed:
         raise TooFewCellsError(

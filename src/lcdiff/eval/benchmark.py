@@ -125,6 +125,7 @@ class BenchmarkResult:
         """
         out = Path(out)
         _check_out(out, force)
+        check_tables(self.long, self.summary, self.timings)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "long.csv", self.long.to_csv(index=False))
         atomic_write_text(out / "summary.csv", self.summary.to_csv(index=False))
@@ -142,6 +143,46 @@ class BenchmarkResult:
                 with atomic_output(out / "boxplots.png", suffix=".png") as tmp:
                     fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
         return out
+
+
+def check_tables(long: pd.DataFrame, summary: pd.DataFrame, timings: pd.DataFrame) -> None:
+    """Refuse tables with values that are non-finite without a reason.
+
+    A long-table value may be NaN only with a ``reason`` (a condition a method could not
+    predict, a failed step); a summary mean only where the method has no finite value
+    (``n == 0``); timings must be finite where present.
+
+    Raises
+    ------
+    NonFiniteOutputError
+        Naming the metric, method and condition of the first offending value.
+    """
+    from lcdiff.errors import NonFiniteOutputError
+
+    values = pd.to_numeric(long["value"], errors="coerce").to_numpy(dtype=np.float64)
+    reasons = long["reason"].fillna("").astype(str).str.strip().to_numpy()
+    bad = np.isinf(values) | (np.isnan(values) & (reasons == ""))
+    if bad.any():
+        row = long.iloc[int(np.flatnonzero(bad)[0])]
+        raise NonFiniteOutputError(
+            f"The benchmark table has {int(bad.sum())} non-finite values without a reason (e.g. "
+            f"{row['metric']} of {row['method']} on {row['condition']!r}, fold {row['fold']}: "
+            f"{row['value']}); nothing was written."
+        )
+    if len(summary) and {"mean", "n"} <= set(summary.columns):
+        mean = summary["mean"].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(mean) & (summary["n"].to_numpy() > 0)
+        if bad.any():
+            row = summary.iloc[int(np.flatnonzero(bad)[0])]
+            raise NonFiniteOutputError(
+                f"The benchmark summary has a non-finite mean {row['metric']} for "
+                f"{row['method']} over {row['n']} values; nothing was written."
+            )
+    numeric = timings.select_dtypes("number").to_numpy(dtype=np.float64) if len(timings) else []
+    if np.isinf(numeric).any():
+        raise NonFiniteOutputError(
+            "The benchmark timings hold infinite values; nothing was written."
+        )
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -492,7 +533,7 @@ def _run_method(
                 "value": float(value),
                 "condition": lab,
                 "fold": ctx.fold,
-                "reason": "",
+                "reason": "" if np.isfinite(value) else "undefined for this prediction",
             }
             for metric, value in values.items()
         )

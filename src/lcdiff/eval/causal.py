@@ -9,8 +9,11 @@ true simulated edges have |w| ≥ 1).
   predicted value as the score of the larger class, averaged over the class pairs present
   (scale-free and sign-aware);
 - :func:`causal_pearson`: Pearson correlation of predicted and true values;
-- :func:`causal_f1`: macro-F1 over the sign classes, with eps applied to the prediction too
-  (scale-dependent, so score matrices in data units).
+- :func:`causal_f1`: macro-F1 over the sign classes. The prediction's dead zone is by default
+  *matched*: it keeps as many off-diagonal entries nonzero as the truth has edges (the largest
+  |values|), so the score does not depend on the units of the prediction (a CLIPR matrix is in
+  model units, often ±20–40 against a true network of ±1–3). ``pred_eps=<number>`` applies an
+  absolute dead zone instead.
 """
 
 from __future__ import annotations
@@ -110,7 +113,17 @@ def causal_pearson(pred, true) -> float:
     return _pearson(p, t)
 
 
-def causal_f1(pred, true, eps: float = CAUSAL_EPS) -> float:
+def matched_eps(pred_values: np.ndarray, n_edges: int) -> float:
+    """The dead zone that leaves the ``n_edges`` largest |values| nonzero (ties kept together);
+    ``inf`` when ``n_edges`` is 0."""
+    magnitude = np.sort(np.abs(np.asarray(pred_values, dtype=np.float64)))[::-1]
+    if n_edges <= 0 or magnitude.size == 0:
+        return float("inf")
+    value = magnitude[min(n_edges, magnitude.size) - 1]
+    return float(value) if value > 0 else float(np.nextafter(0.0, 1.0))
+
+
+def causal_f1(pred, true, eps: float = CAUSAL_EPS, pred_eps: float | str = "matched") -> float:
     """Macro-F1 over the sign classes −1 / 0 / +1 of prediction and truth.
 
     As ``sklearn.metrics.f1_score(average="macro")``: averaged over the classes that occur in
@@ -121,10 +134,20 @@ def causal_f1(pred, true, eps: float = CAUSAL_EPS) -> float:
     ----------
     pred, true : array or DataFrame [genes, genes]
     eps : float
-        Dead zone, applied to both matrices.
+        Dead zone of the true sign classes.
+    pred_eps : "matched" or float
+        Dead zone of the predicted sign classes. ``"matched"`` (default): as many predicted
+        entries are nonzero as the truth has edges (|true| ≥ ``eps``), the largest |values| — a
+        threshold relative to the prediction's own scale, so F1 does not depend on its units. A
+        number: an absolute dead zone (``pred_eps=eps`` is the scale-dependent definition).
     """
     p, t = _off_diagonal(pred, true)
-    pc, tc = sign_classes(p, eps), sign_classes(t, eps)
+    tc = sign_classes(t, eps)
+    if isinstance(pred_eps, str):
+        if pred_eps != "matched":
+            raise MetricInputError(f"pred_eps must be 'matched' or a number, got {pred_eps!r}.")
+        pred_eps = matched_eps(p, int(np.count_nonzero(tc)))
+    pc = sign_classes(p, pred_eps)
     f1s = []
     for c in np.union1d(pc, tc):
         tp = np.sum((pc == c) & (tc == c))
@@ -132,7 +155,9 @@ def causal_f1(pred, true, eps: float = CAUSAL_EPS) -> float:
     return float(np.mean(f1s))
 
 
-def causal_metrics(pred, true, eps: float = CAUSAL_EPS) -> dict[str, float]:
+def causal_metrics(
+    pred, true, eps: float = CAUSAL_EPS, pred_eps: float | str = "matched"
+) -> dict[str, float]:
     """``causal_auroc``, ``causal_pearson`` and ``causal_f1`` of one estimated matrix.
 
     Parameters
@@ -142,10 +167,12 @@ def causal_metrics(pred, true, eps: float = CAUSAL_EPS) -> dict[str, float]:
     true : array or DataFrame [genes, genes]
         Ground truth (e.g. ``adata.varp["causal_matrix"]`` of a simulated screen).
     eps : float
-        Dead zone of the sign classes.
+        Dead zone of the true sign classes.
+    pred_eps : "matched" or float
+        Dead zone of the predicted sign classes for ``causal_f1`` (see :func:`causal_f1`).
     """
     return {
         "causal_auroc": causal_auroc(pred, true, eps),
         "causal_pearson": causal_pearson(pred, true),
-        "causal_f1": causal_f1(pred, true, eps),
+        "causal_f1": causal_f1(pred, true, eps, pred_eps),
     }

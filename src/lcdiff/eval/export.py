@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from lcdiff._io import atomic_write_h5ad
+from lcdiff._io import atomic_write_h5ad, check_prediction
 from lcdiff.data.labels import canonical_label
 from lcdiff.data.normalize import dense
 from lcdiff.data.screen import PERTURBATION_KEY, control_label
@@ -161,6 +161,7 @@ def export_cell_eval(
     method = (pred.uns.get("lcdiff") or {}).get("method", "unknown")
     pred_member = _pair_member(pred_x, pred_obs, genes, pert_col, "pred", method)
     pred_member.uns["lcdiff"]["n_clipped"] = n_clipped
+    check_prediction(pred_member, "The cell-eval prediction file")
     atomic_write_h5ad(pred_member, pred_path)
     atomic_write_h5ad(_pair_member(real_x, real_obs, genes, pert_col, "real", method), real_path)
     return pred_path, real_path

@@ -139,8 +139,10 @@ def gi_deltas(double, single_a, single_b, control, gi_genes=None):
         ``(delta_a, delta_b, delta_ab)``.
     """
     names = ("double", "single_a", "single_b", "control")
-    mats = [_as_cells(m, n, 2 if n == "control" else 1)
-            for m, n in zip((double, single_a, single_b, control), names, strict=True)]
+    mats = [
+        _as_cells(m, n, 2 if n == "control" else 1)
+        for m, n in zip((double, single_a, single_b, control), names, strict=True)
+    ]
     _same_genes(*zip(names, mats, strict=True))
     if gi_genes is None:
         gi_genes = gi_gene_mask(mats)
@@ -279,6 +281,7 @@ def classify_gi(scores: Mapping[str, float], thresholds: Mapping) -> set[str]:
 
 def _consistent(thresholds: dict[str, dict[str, float | None]]) -> dict:
     """synergy.min = additive.max = the larger; suppression.max = additive.min = the smaller."""
+
     def tie(first, second, pick):
         a, b = thresholds[first[0]].get(first[1]), thresholds[second[0]].get(second[1])
         values = [v for v in (a, b) if v is not None]
@@ -375,8 +378,11 @@ def quantile_gi_thresholds(
         values = np.array([float(s[score_name]) for s in scores])
         values = values[np.isfinite(values)]
         thresholds[gi_type] = {
-            b: (round(float(np.quantile(values, quantiles[gi_type][b])), 2)
-                if values.size and quantiles[gi_type].get(b) is not None else None)
+            b: (
+                round(float(np.quantile(values, quantiles[gi_type][b])), 2)
+                if values.size and quantiles[gi_type].get(b) is not None
+                else None
+            )
             for b in bounds
         }
     return _consistent(thresholds)

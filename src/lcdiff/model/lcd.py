@@ -43,9 +43,11 @@ from lcdiff.errors import (
     ConfigError,
     ControlNotFoundError,
     InvalidCountsError,
+    LcdiffWarning,
     MissingColumnError,
     ModelError,
     ModelFileError,
+    NonFiniteOutputError,
     NotFittedError,
     UnknownPerturbationError,
 )
@@ -110,13 +112,19 @@ def _warn_if_rank_limited(hidden: int, d: int) -> None:
     count (1024 hidden units for 1000 genes).
     """
     if hidden < d:
+        effect = (
+            f"the score network's output lies in a {hidden}-dimensional subspace, so in the "
+            f"other {d - hidden} directions it gives every condition the same score."
+        )
         warnings.warn(
-            f"score_hidden={hidden} is smaller than the number of genes ({d}): the score "
-            f"network's output lies in a {hidden}-dimensional subspace, so in the other "
-            f"{d - hidden} directions it gives every condition the same score. Consider "
-            f"score_hidden >= {d} (the paper uses 1024 for 1000 genes; stage B then costs more) "
-            "or fewer genes (lc.pp.prepare(..., n_genes=...)).",
-            UserWarning,
+            LcdiffWarning(
+                f"score_hidden={hidden} is smaller than the number of genes ({d}): {effect} "
+                f"Consider score_hidden >= {d} (the paper uses 1024 for 1000 genes; stage B then "
+                "costs more) or fewer genes (lc.pp.prepare(..., n_genes=...)).",
+                cli=f"The score network is {hidden} units wide, fewer than the {d} genes: "
+                f"{effect} Pass --set score_hidden={d} (stage B then costs more) or model fewer "
+                f"genes (--n-genes {hidden}).",
+            ),
             stacklevel=3,
         )
 
@@ -165,6 +173,11 @@ class LCD:
         Conditions trained on (control first).
     trained_targets
         Genes perturbed in training, alone or in a combination (in gene order).
+    dropped_labels
+        Labels of the screen that the model was not trained on, with the reason (``label →
+        reason``): dropped by ``lc.pp.prepare`` (too few cells, unmeasured targets, no
+        perturbation such as ``"unassigned"``) or held out of the training screen. Saved with
+        the model.
     config
         The :class:`~lcdiff.model.config.LCDConfig`.
     is_fitted
@@ -204,6 +217,7 @@ class LCD:
         if self.config.score_head == "paper":
             _warn_if_rank_limited(self.config.score_hidden, len(self.genes))
         self.train_labels: list[str] = labels
+        self.dropped_labels: dict[str, str] = _dropped_labels(screen, labels)
         self._targets = self._target_masks(labels)
         trained = self._targets.any(axis=0)
         self.trained_targets: list[str] = [g for g, t in zip(self.genes, trained, strict=True) if t]
@@ -622,6 +636,12 @@ class LCD:
         if isinstance(labels, str):
             labels = [labels]
         labels = [canonical_label(lab, self.control) for lab in labels]
+        for label in labels:
+            if label != self.control and label not in self.genes and _looks_like_control(label):
+                raise UnknownPerturbationError(
+                    f"{label!r} is not a gene of this model, and this model's control label is "
+                    f"{self.control!r}: to predict control cells, ask for {self.control!r}."
+                )
         masks = self._target_masks(labels)
         trained = set(self.trained_targets)
         unseen = sorted({g for lab in labels for g in parse_label(lab, self.control)} - trained)
@@ -636,7 +656,13 @@ class LCD:
         return labels, masks
 
     def sample_states(
-        self, labels, n_cells: int = 1000, seed: int = 0, standardized: bool = False
+        self,
+        labels,
+        n_cells: int = 1000,
+        seed: int = 0,
+        standardized: bool = False,
+        anneal_steps: int | None = None,
+        anneal_dt: float | None = None,
     ) -> np.ndarray:
         """Latent states of each label by annealed Langevin dynamics.
 
@@ -647,22 +673,56 @@ class LCD:
         n_cells
             Chains (cells) per label.
         seed
-            Seed; a label's samples depend only on (seed, label).
+            Seed; cell i of a label depends only on (seed, label, i): not on the other labels
+            queried, the number of devices or ``condition_chunk_size``.
         standardized
             Return z (the SDE space) instead of s = state_mean + state_scale · z.
+        anneal_steps, anneal_dt
+            Sampler settings for this call (Langevin steps per noise level, step-size constant);
+            default: the model's configuration. The saved model is not changed.
 
         Returns
         -------
         ``[k, n_cells, d]`` float32.
+
+        Raises
+        ------
+        NonFiniteOutputError
+            If a sampled state is NaN or infinite (the sampler diverged; a smaller
+            ``anneal_dt`` usually helps).
         """
         self._require_fitted()
         if not isinstance(n_cells, int | np.integer) or n_cells < 1:
             raise ConfigError(f"n_cells must be a positive integer, got {n_cells!r}.")
+        _check_sampler(anneal_steps, anneal_dt)
         labels, masks = self._query(labels)
-        z = self._langevin(labels, masks, int(n_cells), int(seed))
+        z = self._langevin(
+            labels, masks, int(n_cells), int(seed), None, False, anneal_steps, anneal_dt
+        )
+        bad = [lab for lab, zi in zip(labels, z, strict=True) if not np.isfinite(zi).all()]
+        if bad:
+            dt = self.config.anneal_dt if anneal_dt is None else anneal_dt
+            raise NonFiniteOutputError(
+                f"The sampled latent states of {bad[:5]}{' ...' if len(bad) > 5 else ''} are NaN "
+                f"or infinite: the Langevin sampler diverged with anneal_dt={dt:g}. Pass a "
+                "smaller anneal_dt (or more anneal_steps with a smaller anneal_dt).",
+                cli=f"The sampled latent states of {bad[:5]}{' ...' if len(bad) > 5 else ''} are "
+                f"NaN or infinite: the Langevin sampler diverged with step size {dt:g}. Pass a "
+                "smaller --anneal-dt (with more --anneal-steps).",
+            )
         return z if standardized else self._standardizer.inverse(z)
 
-    def _langevin(self, labels, masks, n_cells, seed, z0=None, probability_flow=False):
+    def _langevin(
+        self,
+        labels,
+        masks,
+        n_cells,
+        seed,
+        z0=None,
+        probability_flow=False,
+        anneal_steps=None,
+        anneal_dt=None,
+    ):
         c = self.config
         keys = jnp.stack([_label_key(seed, lab) for lab in labels]) if labels else None
         return annealed_langevin(
@@ -670,8 +730,8 @@ class LCD:
             self._seen,
             masks,
             self.sigmas,
-            c.anneal_dt,
-            c.anneal_steps,
+            c.anneal_dt if anneal_dt is None else float(anneal_dt),
+            c.anneal_steps if anneal_steps is None else int(anneal_steps),
             keys,
             n_cells,
             z0=z0,
@@ -680,17 +740,31 @@ class LCD:
             mesh=device_mesh(c.devices),
         )
 
-    def predict(self, labels, n_cells: int = 1000, seed: int = 0) -> AnnData:
+    def predict(
+        self,
+        labels,
+        n_cells: int = 1000,
+        seed: int = 0,
+        anneal_steps: int | None = None,
+        anneal_dt: float | None = None,
+    ) -> AnnData:
         """Predicted cells of each label.
 
         Parameters
         ----------
         labels
-            A label or list of labels (``"A"``, ``"A+B"``, any size; the control label).
+            A label or list of labels (``"A"``, ``"A+B"``, any size; the control label). Labels
+            are rewritten in canonical form (``"B+A"`` → ``"A+B"``); ``uns["lcdiff"]
+            ["renamed_labels"]`` lists the rewritten ones.
         n_cells
             Cells per label.
         seed
-            Seed; the same seed gives the same prediction.
+            Seed. Cell i of a label (its latent state and its counts) depends only on
+            (seed, label, i): the same on any number of devices and for any chunk size.
+        anneal_steps, anneal_dt
+            Sampler settings for this prediction (Langevin steps per noise level, step-size
+            constant); default: the model's configuration. Recorded in ``uns["lcdiff"]
+            ["sampler"]``.
 
         Returns
         -------
@@ -702,11 +776,22 @@ class LCD:
         Raises
         ------
         UnknownPerturbationError
-            If a label names a gene that is not modelled.
+            If a label names a gene that is not modelled (or a control label that is not this
+            model's).
+        NonFiniteOutputError
+            If the sampler diverged (NaN or infinite states).
         """
         queried = [labels] if isinstance(labels, str) else list(labels)
-        z = self.sample_states(queried, n_cells=n_cells, seed=seed, standardized=True)
+        z = self.sample_states(
+            queried,
+            n_cells=n_cells,
+            seed=seed,
+            standardized=True,
+            anneal_steps=anneal_steps,
+            anneal_dt=anneal_dt,
+        )
         labels = [canonical_label(lab, self.control) for lab in queried]
+        renamed = {str(q): c for q, c in zip(queried, labels, strict=True) if q != c}
         states = self._standardizer.inverse(z)
         k, n, d = z.shape
         obs = pd.DataFrame(
@@ -725,6 +810,15 @@ class LCD:
             "n_cells": int(n),
             "control": self.control,
             "perturbation_key": "perturbation",
+            "renamed_labels": renamed,
+            "sampler": {
+                "anneal_steps": int(
+                    self.config.anneal_steps if anneal_steps is None else anneal_steps
+                ),
+                "anneal_dt": float(self.config.anneal_dt if anneal_dt is None else anneal_dt),
+                "n_levels": int(self.config.n_levels),
+                "model_defaults": anneal_steps is None and anneal_dt is None,
+            },
         }
         if self._noise is None:
             x = states.reshape(k * n, d)
@@ -734,22 +828,7 @@ class LCD:
             }
             adata = AnnData(X=x, obs=obs, var=var)
         else:
-            counts = (
-                np.concatenate(
-                    [
-                        zip_decode(
-                            states[i],
-                            self._noise["unit_scale"],
-                            self._noise["logit_pi"],
-                            np.random.default_rng([int(seed), zlib.crc32(lab.encode())]),
-                            log_theta=self._noise.get("log_theta"),
-                        )
-                        for i, lab in enumerate(labels)
-                    ]
-                )
-                if k
-                else np.zeros((0, d), np.float32)
-            )
+            counts = self._decode(states, labels, int(seed))
             info["layers"] = {
                 "X": "log1p of counts per 10k (library size over the modelled genes)",
                 "counts": "counts decoded from the latent states by the "
@@ -762,6 +841,31 @@ class LCD:
         adata.obsm["lcd_state"] = z.reshape(k * n, d)
         adata.uns["lcdiff"] = info
         return adata
+
+    def _decode(self, states: np.ndarray, labels: list[str], seed: int) -> np.ndarray:
+        """Counts of every cell, ``[k·n, d]``: cell i of a label draws from its own generator,
+        seeded by (seed, label, i), so its counts depend on nothing else."""
+        k, n, d = states.shape
+        rows = []
+        for i, label in enumerate(labels):
+            tag = zlib.crc32(label.encode())
+            for cell in range(n):
+                try:
+                    counts = zip_decode(
+                        states[i, cell],
+                        self._noise["unit_scale"],
+                        self._noise["logit_pi"],
+                        np.random.default_rng([seed % (1 << 64), tag, cell]),
+                        log_theta=self._noise.get("log_theta"),
+                    )
+                except ValueError as exc:  # numpy refuses Poisson rates above ~1e19
+                    raise NonFiniteOutputError(
+                        f"The predicted counts of {label!r} overflow ({exc}): its latent states "
+                        "are far outside the training range; the sampler settings or the model "
+                        "are broken."
+                    ) from exc
+                rows.append(counts)
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, d), np.float32)
 
     def drift(self, z, labels, level: int = -1) -> np.ndarray:
         """Score (drift of the Langevin SDE) at noise level ``level`` in standardized space.
@@ -920,8 +1024,22 @@ class LCD:
     # ----------------------------------------------------------------------------------------
     # save / load
     # ----------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Save the fitted model to folder ``path`` (``lcd.json`` + ``arrays.npz``, atomic)."""
+    def save(self, path: str | os.PathLike, force: bool = False) -> None:
+        """Save the fitted model to folder ``path`` (``lcd.json`` + ``arrays.npz``, atomic).
+
+        Parameters
+        ----------
+        path
+            A new or empty folder.
+        force
+            Also write into a non-empty folder: a model saved there is replaced, other files are
+            left alone.
+
+        Raises
+        ------
+        OutputExistsError
+            If ``path`` is a non-empty folder and ``force`` is false.
+        """
         self._require_fitted()
         arrays = model_io.flatten_tree(self._score_params, "score")
         arrays["standardizer/mean"] = self._standardizer.mean
@@ -938,8 +1056,9 @@ class LCD:
             "train_labels": self.train_labels,
             "trained_targets": self.trained_targets,
             "diagnostics": self.diagnostics,
+            "dropped_labels": self.dropped_labels,
         }
-        model_io.write_model(path, meta, arrays)
+        model_io.write_model(path, meta, arrays, force=force)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LCD:
@@ -963,6 +1082,9 @@ class LCD:
             model.control = str(meta["control"])
             model.train_labels = [str(x) for x in meta["train_labels"]]
             model.trained_targets = [str(x) for x in meta["trained_targets"]]
+            model.dropped_labels = {
+                str(k): str(v) for k, v in dict(meta.get("dropped_labels", {})).items()
+            }
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ModelFileError(f"The model record in {path} is incomplete: {exc}.") from exc
         d, m = len(model.genes), len(model.train_labels)
@@ -980,6 +1102,7 @@ class LCD:
             model._targets = arrays["targets"]
         except KeyError as exc:
             raise ModelFileError(f"The saved model in {path} lacks {exc}.") from exc
+        _check_consistent(model, path)
         if c.noise_model is None:
             model._noise = None
         else:
@@ -998,6 +1121,69 @@ class LCD:
         model.training_losses = {}
         model.diagnostics = dict(meta.get("diagnostics") or {})
         return model
+
+
+def _dropped_labels(screen: AnnData, trained: list[str]) -> dict[str, str]:
+    """Labels of the prepared screen that are not trained on, with the reason (see
+    ``LCD.dropped_labels``)."""
+    info = screen.uns.get("lcdiff", {}) or {}
+    dropped = info.get("dropped_labels", {}) or {}
+    out = {str(k): str(v) for k, v in dict(dropped).items()}
+    for label in np.asarray(info.get("labels", []), dtype=object).ravel():
+        if str(label) not in trained and str(label) not in out:
+            out[str(label)] = "held out of the training screen"
+    return dict(sorted(out.items()))
+
+
+def _check_consistent(model: LCD, path) -> None:
+    """Refuse a loaded model whose record and arrays disagree (a mixed-up folder)."""
+    targets = np.asarray(model._targets)
+    expected = (len(model.train_labels), len(model.genes))
+    problems = []
+    if targets.shape != expected:
+        problems.append(f"target masks of shape {targets.shape}, expected {expected}")
+    elif model.train_labels and model.train_labels[0] != model.control:
+        problems.append(f"first training label {model.train_labels[0]!r} is not the control")
+    elif [g for g, t in zip(model.genes, targets.any(axis=0), strict=True) if t] != (
+        model.trained_targets
+    ):
+        problems.append("trained targets that do not match the target masks")
+    if len(model._standardizer.mean) != len(model.genes):
+        problems.append(f"a standardizer over {len(model._standardizer.mean)} genes")
+    if problems:
+        raise ModelFileError(
+            f"The saved model in {path} is inconsistent ({'; '.join(problems)}); its files come "
+            "from different models. Save the model again or refit."
+        )
+
+
+def _looks_like_control(label: str) -> bool:
+    from lcdiff.data.schema import label_kind
+
+    return label_kind(label, control="") in ("control-like", "not a perturbation")
+
+
+def _check_sampler(anneal_steps, anneal_dt) -> None:
+    """Refuse sampler settings that are not a positive integer / a positive finite number."""
+    if anneal_steps is not None and (
+        isinstance(anneal_steps, bool)
+        or not isinstance(anneal_steps, int | np.integer)
+        or anneal_steps < 1
+    ):
+        raise ConfigError(
+            f"anneal_steps must be a positive integer, got {anneal_steps!r}.",
+            cli=f"--anneal-steps must be a positive integer, got {anneal_steps!r}.",
+        )
+    if anneal_dt is not None and (
+        isinstance(anneal_dt, bool)
+        or not isinstance(anneal_dt, int | float | np.integer | np.floating)
+        or not np.isfinite(anneal_dt)
+        or anneal_dt <= 0
+    ):
+        raise ConfigError(
+            f"anneal_dt must be a positive number, got {anneal_dt!r}.",
+            cli=f"--anneal-dt must be a positive number, got {anneal_dt!r}.",
+        )
 
 
 def _unique(names) -> list[str]:

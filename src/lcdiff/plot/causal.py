@@ -73,9 +73,15 @@ def effects_heatmap(
         labels = modules.labels.loc[order].to_numpy()
         bar = np.where(labels >= 0, labels % 20, np.nan)[None, :]
         cmap_mod = ListedColormap(matplotlib.colormaps[MODULE_CMAP](np.arange(20)))
-        ax.imshow(bar, cmap=cmap_mod, vmin=0, vmax=19, aspect="auto",
-                  extent=(-0.5, len(order) - 0.5, -0.5 - 0.04 * len(order), -0.5),
-                  interpolation="nearest")
+        ax.imshow(
+            bar,
+            cmap=cmap_mod,
+            vmin=0,
+            vmax=19,
+            aspect="auto",
+            extent=(-0.5, len(order) - 0.5, -0.5 - 0.04 * len(order), -0.5),
+            interpolation="nearest",
+        )
         ax.set_ylim(len(order) - 0.5, -0.5 - 0.04 * len(order))
         edges = np.flatnonzero(np.diff(labels) != 0) + 0.5
         for edge in edges:
