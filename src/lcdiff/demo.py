@@ -629,7 +629,6 @@ def training_checks_section(diagnostics: dict):
     return Section("Did training work?", blocks)
 
 
-def _sections(summary, methods, bench, causal, figures, test, examples, n_modules) -> list:
 def _zero_blocks(zeros: pd.DataFrame, examples: list[str]) -> list:
     """Report blocks: zero fractions on the marker genes, observed vs predicted."""
     from lcdiff.report import Table, Text
