@@ -459,6 +459,8 @@ class CpaAdapter(PeerMethod):
         pool = multi or sorted(set(conds) - {PEER_CONTROL})
         rng = np.random.default_rng(self.seed)
         n_valid = int(round(self.settings["valid_fraction"] * len(pool)))
+        if len(pool) >= 2:  # at least one condition to validate on, never all of them
+            n_valid = min(max(n_valid, 1), len(pool) - 1)
         valid = set(rng.permutation(pool)[:n_valid].tolist()) if n_valid else set()
         split = np.where(np.isin(conds, list(valid)), "valid", "train")
         self.notes.append(

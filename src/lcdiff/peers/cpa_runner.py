@@ -137,10 +137,10 @@ def run(workdir: str, request: dict) -> dict:
         epochs_run = int(max(history["epoch"])) + 1
 
     t1 = time.perf_counter()
-    model.predict(adata, indices=np.arange(n_train, adata.n_obs), batch_size=2048)
-    x = np.asarray(adata.obsm["CPA_pred"], dtype=np.float32)
-    if x.shape[0] == adata.n_obs:  # some versions fill every row, others only the indices
-        x = x[n_train:]
+    # cpa-tools 0.8.1 stores predictions for every row of the AnnData (obsm), so it predicts
+    # all rows; only the query rows are kept.
+    model.predict(adata, batch_size=2048)
+    x = np.asarray(adata.obsm["CPA_pred"], dtype=np.float32)[n_train:]
     labels = adata.obs["condition"].to_numpy()[n_train:].tolist()
     pred = anndata.AnnData(
         X=x,
