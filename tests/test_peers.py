@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -378,7 +377,8 @@ def test_benchmark_gives_failing_peer_a_row(tmp_path, monkeypatch):
         table.get("method", [])
     )
     gears_rows = result.long[result.long["method"] == "gears"]
-    assert gears_rows["value"].isna().all() and gears_rows["reason"].str.contains("fit failed").all()
+    assert gears_rows["value"].isna().all()
+    assert gears_rows["reason"].str.contains("fit failed").all()
     assert result.long.loc[result.long["method"] == "additive", "value"].notna().any()
 
 

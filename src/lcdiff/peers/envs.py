@@ -197,7 +197,8 @@ def find(name: str, prefix: str | os.PathLike | None = None) -> PeerEnv:
     python = env_python(root)
     if not root.is_dir():
         raise DependencyError(
-            f"The {s.display_name} environment is not installed (no folder {root}); {hint}."
+            f"The {s.display_name} environment ({s.distribution} in its own virtualenv) is not "
+            f"installed (no folder {root}); {hint}."
         )
     if not marker.is_file() or not python.exists():
         raise DependencyError(
