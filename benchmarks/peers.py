@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -91,7 +92,7 @@ def run_screen(name, screen, splits, methods, args, folds) -> dict:
         keep_predictions=True,
     )
     wall = time.perf_counter() - started
-    summary = result.summary()
+    summary = result.summary
     long = result.long
     timings = result.timings.groupby("method")[["fit_s", "predict_s"]].sum()
     rows = []
@@ -108,7 +109,9 @@ def run_screen(name, screen, splits, methods, args, folds) -> dict:
         n_scored = sub.dropna(subset=["value"])["condition"].nunique()
         row["scored"] = f"{n_scored}/{n_total}"
         reasons = sub.loc[sub["value"].isna(), "reason"].dropna().unique().tolist()
-        row["reason"] = "; ".join(sorted(set(reasons)))[:400]
+        # one line per kind of reason: the gene lists differ between conditions
+        kinds = sorted({re.sub(r"\[[^\]]*\] ", "", r) for r in reasons})
+        row["reason"] = "; ".join(kinds)[:400]
         row["fit_s"] = float(timings.loc[method, "fit_s"]) if method in timings.index else None
         row["predict_s"] = (
             float(timings.loc[method, "predict_s"]) if method in timings.index else None
@@ -215,69 +218,8 @@ def env_info() -> dict:
     return info
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lcd-preset", default="fast-zinb")
-    parser.add_argument("--methods", default="lcd,additive,peper,gears,cpa")
-    parser.add_argument("--screens", default="sergio,papalexi")
-    parser.add_argument("--n-cells", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gears-epochs", type=int, default=2)
-    parser.add_argument("--cpa-max-epochs", type=int, default=20)
-    parser.add_argument("--cpa-hidden", type=int, default=1024)
-    parser.add_argument("--peer-timeout", type=float, default=3600)
-    parser.add_argument("--papalexi-cells", type=int, default=300)
-    parser.add_argument("--papalexi-methods", default=None)
-    parser.add_argument("--name", default="peers")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    screens = [s.strip() for s in args.screens.split(",") if s.strip()]
-    blocks = []
-
-    if "sergio" in screens:
-        import anndata
-
-        raw = anndata.read_h5ad(SHARED_DATA / "sergio-screen-s7" / "sergio_screen.h5ad")
-        screen = lc.pp.prepare(raw, n_genes=None)
-        split = lc.pp.split(screen, scheme="paper", fold=1, n_folds=4, seed=args.seed)
-        res = run_screen("sergio", screen, [split], methods, args, [1])
-        res.update(
-            title="SERGIO screen (seed 7): held-out doubles",
-            description=(
-                f"{screen.n_obs} cells × {screen.n_vars} genes (all kept), paper split scheme "
-                "with the 20-double cross-validation pool cut into 4 folds; fold 1 "
-                f"({len(split.test)} held-out doubles; every single and the other doubles "
-                "train). Mean ± SEM over the held-out doubles."
-            ),
-        )
-        blocks.append(res)
-
-    if "papalexi" in screens:
-        adata = lc.datasets.papalexi2021(measured_targets_only=True)
-        adata = subsample(adata, args.papalexi_cells, "perturbation", args.seed)
-        screen = lc.pp.prepare(adata, n_genes=None)
-        held = ["IFNGR2", "STAT2", "CMTM6"]
-        split = lc.pp.split(screen, scheme="custom", test=held)
-        pmethods = (
-            [m.strip() for m in args.papalexi_methods.split(",")]
-            if args.papalexi_methods
-            else methods
-        )
-        res = run_screen("papalexi", screen, [split], pmethods, args, [1])
-        res.update(
-            title="Papalexi 2021 THP-1: held-out singles",
-            description=(
-                f"{screen.n_obs} cells × {screen.n_vars} genes: control + the 9 measured "
-                f"targets, at most {args.papalexi_cells} cells per condition (subsampled, "
-                f"seeded, to fit 2 cores); held out: {', '.join(held)} (one strong, one "
-                "medium, one weak knockout); the other 6 singles train. additive and PEPER "
-                "predict an unseen single with the pooled perturbed shift; CPA has no "
-                "embedding for an unseen gene."
-            ),
-        )
-        blocks.append(res)
-
+def write_report(args, argv, blocks) -> dict:
+    """Write peers.{md,json} with the screens measured so far."""
     settings = peer_settings(args)
     report = {
         "command": "python benchmarks/peers.py " + shlex.join(sys.argv[1:] if argv is None
@@ -318,6 +260,73 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{args.name}.json", json.dumps(_plain(report), indent=1) + "\n")
     atomic_write_text(out / f"{args.name}.md", markdown(report))
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lcd-preset", default="fast-zinb")
+    parser.add_argument("--methods", default="lcd,additive,peper,gears,cpa")
+    parser.add_argument("--screens", default="sergio,papalexi")
+    parser.add_argument("--n-cells", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gears-epochs", type=int, default=2)
+    parser.add_argument("--cpa-max-epochs", type=int, default=15)
+    parser.add_argument("--cpa-hidden", type=int, default=512)
+    parser.add_argument("--peer-timeout", type=float, default=3600)
+    parser.add_argument("--papalexi-cells", type=int, default=300)
+    parser.add_argument("--papalexi-methods", default=None)
+    parser.add_argument("--name", default="peers")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    screens = [s.strip() for s in args.screens.split(",") if s.strip()]
+    blocks = []
+
+    if "sergio" in screens:
+        import anndata
+
+        raw = anndata.read_h5ad(SHARED_DATA / "sergio-screen-s7" / "sergio_screen.h5ad")
+        screen = lc.pp.prepare(raw, n_genes=None)
+        split = lc.pp.split(screen, scheme="paper", fold=1, n_folds=4, seed=args.seed)
+        res = run_screen("sergio", screen, [split], methods, args, [1])
+        res.update(
+            title="SERGIO screen (seed 7): held-out doubles",
+            description=(
+                f"{screen.n_obs} cells × {screen.n_vars} genes (all kept), paper split scheme "
+                "with the 20-double cross-validation pool cut into 4 folds; fold 1 "
+                f"({len(split.test)} held-out doubles; every single and the other doubles "
+                "train). Mean ± SEM over the held-out doubles."
+            ),
+        )
+        blocks.append(res)
+        write_report(args, argv, blocks)
+
+    if "papalexi" in screens:
+        adata = lc.datasets.papalexi2021(measured_targets_only=True)
+        adata = subsample(adata, args.papalexi_cells, "perturbation", args.seed)
+        screen = lc.pp.prepare(adata, n_genes=None)
+        held = ["IFNGR2", "STAT2", "CMTM6"]
+        split = lc.pp.split(screen, scheme="custom", test=held)
+        pmethods = (
+            [m.strip() for m in args.papalexi_methods.split(",")]
+            if args.papalexi_methods
+            else methods
+        )
+        res = run_screen("papalexi", screen, [split], pmethods, args, [1])
+        res.update(
+            title="Papalexi 2021 THP-1: held-out singles",
+            description=(
+                f"{screen.n_obs} cells × {screen.n_vars} genes: control + the 9 measured "
+                f"targets, at most {args.papalexi_cells} cells per condition (subsampled, "
+                f"seeded, to fit 2 cores); held out: {', '.join(held)} (one strong, one "
+                "medium, one weak knockout); the other 6 singles train. additive and PEPER "
+                "predict an unseen single with the pooled perturbed shift; CPA has no "
+                "embedding for an unseen gene."
+            ),
+        )
+        blocks.append(res)
+    report = write_report(args, argv, blocks)
     print(markdown(report))
     return 0
 

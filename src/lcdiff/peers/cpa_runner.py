@@ -132,9 +132,10 @@ def run(workdir: str, request: dict) -> dict:
     )
     fit_s = time.perf_counter() - t0
     epochs_run = None
-    history = getattr(model, "epoch_history", None)
-    if isinstance(history, dict) and history.get("epoch"):
-        epochs_run = int(max(history["epoch"])) + 1
+    try:
+        epochs_run = int(pd.DataFrame(model.epoch_history)["epoch"].max()) + 1
+    except (AttributeError, KeyError, TypeError, ValueError):
+        pass  # the history is informative only
 
     t1 = time.perf_counter()
     # cpa-tools 0.8.1 stores predictions for every row of the AnnData (obsm), so it predicts
