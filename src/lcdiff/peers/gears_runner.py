@@ -58,6 +58,18 @@ def run(workdir: str, request: dict) -> dict:
     pert_data = PertData(request["data_path"], default_pert_graph=False)
     pert_data.new_data_process(dataset_name=request["dataset_name"], adata=adata)
     pert_data.prepare_split(split="no_test", seed=train_seed)
+    notes = []
+    s2c = pert_data.set2conditions
+    if not s2c.get("val"):
+        # GEARS' no_test split draws int(10 % of the perturbations) for validation, which is
+        # none below 10 perturbations, and then fails (KeyError 'val'); hold out one instead.
+        perts = sorted(c for c in s2c.get("train", []) if c != "ctrl")
+        if len(perts) < 2:
+            raise ValueError("GEARS needs at least two training perturbations")
+        held = str(np.random.default_rng(train_seed).choice(perts))
+        s2c["train"] = [c for c in s2c["train"] if c != held]
+        s2c["val"] = [held]
+        notes.append(f"validation perturbation {held} chosen by lcdiff: GEARS' draw was empty")
     pert_data.get_dataloader(
         batch_size=int(settings["batch_size"]), test_batch_size=int(settings["batch_size"])
     )
@@ -133,6 +145,7 @@ def run(workdir: str, request: dict) -> dict:
             f"{torch.__version__}, CPU with {torch.get_num_threads()} threads",
             f"perturbation graph: {len(pert_list)} genes with GO terms",
             f"GEARS kept {len(val)} training perturbation(s) for model selection (no_test split)",
+            *notes,
         ],
     }
 
