@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= lcdiff-demo
 
-.PHONY: demo test test-all lint clean
+.PHONY: demo test test-all lint clean peers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# GEARS and CPA, each in its own virtualenv (never .venv): ~/.cache/lcdiff/peers/<name>,
+# or $$LCDIFF_PEERS_DIR/<name>. About 4 GB together; needs the package index once.
+peers: $(STAMP)
+	$(BIN)/lcdiff peers install gears cpa
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from dataclasses import dataclass
 
@@ -313,11 +312,10 @@ def test_registry_and_aliases():
 
 
 @pytest.mark.parametrize("name,dist", [("gears", "cell-gears"), ("cpa", "cpa-tools")])
-def test_missing_peer_raises_dependency_error_with_install_hint(name, dist):
-    module = {"gears": "gears", "cpa": "cpa"}[name]
-    if importlib.util.find_spec(module) is not None:
-        pytest.skip(f"{dist} is installed")
+def test_missing_peer_raises_dependency_error_with_install_hint(name, dist, tmp_path, monkeypatch):
+    monkeypatch.setenv("LCDIFF_PEERS_DIR", str(tmp_path))
+    monkeypatch.delenv(f"LCDIFF_PEER_{name.upper()}", raising=False)
     with pytest.raises(DependencyError) as info:
         get(name)
     message = str(info.value)
-    assert "pip install 'lcdiff[peers]'" in message and dist in message
+    assert f"lcdiff peers install {name}" in message and dist in message

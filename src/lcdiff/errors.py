@@ -200,6 +200,10 @@ class DependencyError(LcdiffError, ImportError):
     """An optional dependency (a peer method) is not installed."""
 
 
+class PeerError(LcdiffError, RuntimeError):
+    """A peer method (GEARS, CPA) failed in its own environment, or broke the file contract."""
+
+
 class InputNotFoundError(LcdiffError, FileNotFoundError):
     """An input file or folder named on the command line (or passed by path) does not exist."""
 

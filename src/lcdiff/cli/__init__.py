@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 # Sub-command modules, imported in this order (each defines commands on ``app``).
-COMMAND_MODULES: list[str] = ["demo", "fit", "predict", "benchmark", "clipr", "simulate"]
+COMMAND_MODULES: list[str] = ["demo", "fit", "predict", "benchmark", "clipr", "simulate", "peers"]
 
 EXIT_BAD_INPUT = 2
 

@@ -35,7 +35,7 @@ def benchmark_command(
         ["control,pooled,additive,mean,linear,peper,lcd"],
         "--methods",
         help="Methods, comma-separated or repeated (control, pooled, additive, mean, linear, "
-        "peper, lcd; gears/cpa need the optional 'peers' extra).",
+        "peper, lcd, gears, cpa; gears/cpa run in their own environments: lcdiff peers install).",
     ),
     folds: list[str] = typer.Option(
         ["1,2"], "--folds", help="Folds, comma-separated or repeated (1..10 or val)."

@@ -35,8 +35,6 @@ reference adds them.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -49,12 +47,11 @@ from lcdiff.data.normalize import dense
 from lcdiff.data.screen import PERTURBATION_KEY, control_label
 from lcdiff.errors import (
     ConfigError,
-    DependencyError,
-    ModelError,
     NotFittedError,
     SplitError,
     UnknownPerturbationError,
 )
+from lcdiff.peers.adapters import CpaAdapter, GearsAdapter
 
 X_SCALE_TEXT = (
     "log1p of counts per 10k (library size over the modelled genes); baseline predictions are "
@@ -838,65 +835,9 @@ def _subset_train(screen: AnnData, split) -> AnnData:
     return screen[keep].copy()
 
 
-# --- optional peers: GEARS and CPA ------------------------------------------------------------
-PEER_PACKAGES = {"gears": ("gears", "cell-gears"), "cpa": ("cpa", "cpa-tools")}
-
-
-def require_peer(method: str) -> None:
-    """Raise :class:`~lcdiff.errors.DependencyError` with an install hint if a peer is missing."""
-    module, dist = PEER_PACKAGES[method]
-    if importlib.util.find_spec(module) is None:
-        raise DependencyError(
-            f"The {method!r} baseline needs the optional package {dist!r} (import name "
-            f"{module!r}), which is not installed. Install it with: pip install 'lcdiff[peers]' "
-            f"(or pip install {dist}); it needs PyTorch."
-        )
-
-
-class GearsBaseline(Baseline):
-    """GEARS (Roohani et al. 2023) through the ``cell-gears`` package (optional extra).
-
-    Only the dependency check is exercised offline: GEARS downloads its gene-ontology graph at
-    fit time, which this package never does on its own. ``fit`` raises
-    :class:`~lcdiff.errors.DependencyError` when ``cell-gears`` is missing.
-    """
-
-    name = "gears"
-    display_name = "GEARS"
-
-    def __init__(self, seed: int = 0, **config) -> None:
-        require_peer("gears")
-        super().__init__(seed)
-        self.config = config
-
-    def _fit(self, data):
-        raise DependencyError(
-            "The GEARS adapter needs GEARS' gene-ontology graph, which is downloaded by "
-            "cell-gears at fit time; lcdiff does not download at run time. Run GEARS yourself "
-            "and score its predictions with lc.eval.condition_metrics, or use "
-            "lc.eval.export_cell_eval."
-        )
-
-
-class CpaBaseline(Baseline):
-    """CPA (Lotfollahi et al. 2023) through ``cpa-tools`` (optional extra).
-
-    ``__init__`` raises :class:`~lcdiff.errors.DependencyError` when ``cpa-tools`` is missing.
-    """
-
-    name = "cpa"
-    display_name = "CPA"
-
-    def __init__(self, seed: int = 0, **config) -> None:
-        require_peer("cpa")
-        super().__init__(seed)
-        self.config = config
-
-    def _fit(self, data):
-        raise ModelError(
-            "The CPA adapter is not implemented in this version; train CPA with cpa-tools on "
-            "layers['counts'] and score its predictions with lc.eval.condition_metrics."
-        )
+# --- peers: GEARS and CPA, each in its own environment (lcdiff.peers) ---------------------
+GearsBaseline = GearsAdapter
+CpaBaseline = CpaAdapter
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -930,7 +871,8 @@ def get(name: str, **kwargs):
     ConfigError
         For an unknown name.
     DependencyError
-        For ``gears``/``cpa`` when their optional packages are missing.
+        For ``gears``/``cpa`` when their environments are not installed
+        (``lcdiff peers install gears|cpa``).
     """
     key = ALIASES.get(str(name).lower(), str(name).lower())
     if key not in METHODS:
