@@ -413,7 +413,7 @@ def test_warnings_use_flags_and_no_source_paths(fitted_cli, tmp_path, capsys):
     code, lines = _cli_messages(capsys, argv)
     assert code == 0
     warned = _lines("\n".join(lines), "warning:")
-    rank = [line for line in warned if "score network" in line]
+    rank = [line for line in warned if "units wide" in line]
     assert len(rank) == 1 and "--set score_hidden=14" in rank[0] and "--n-genes" in rank[0]
     assert not any("lc.pp." in line or "n_genes=" in line for line in warned)
 

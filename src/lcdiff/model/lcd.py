@@ -119,11 +119,13 @@ def _warn_if_rank_limited(hidden: int, d: int) -> None:
         warnings.warn(
             LcdiffWarning(
                 f"score_hidden={hidden} is smaller than the number of genes ({d}): {effect} "
-                f"Consider score_hidden >= {d} (the paper uses 1024 for 1000 genes; stage B then "
-                "costs more) or fewer genes (lc.pp.prepare(..., n_genes=...)).",
+                "Use the Gaussian score head (score_head='gaussian', part of the default "
+                f"preset 'auto'), score_hidden >= {d} (the paper uses 1024 for 1000 genes; "
+                "stage B then costs more) or fewer genes (lc.pp.prepare(..., n_genes=...)).",
                 cli=f"The score network is {hidden} units wide, fewer than the {d} genes: "
-                f"{effect} Pass --set score_hidden={d} (stage B then costs more) or model fewer "
-                f"genes (--n-genes {hidden}).",
+                f"{effect} Pass --set score_head=gaussian (part of --preset auto), --set "
+                f"score_hidden={d} (stage B then costs more) or model fewer genes "
+                f"(--n-genes {hidden}).",
             ),
             stacklevel=3,
         )
@@ -439,35 +441,51 @@ class LCD:
     def _warn_failed_stages(self) -> None:
         score = self.diagnostics.get("score", {})
         if score and not score["ok"]:
-            warnings.warn(
+            what = (
                 "LCD stage B has not learned the score: training closed only "
                 f"{score['closed_small_sigma']:.2f} of the gap between a skip-only network and a "
-                "per-gene Gaussian fit (below "
-                f"{MIN_SCORE_CLOSED}), so predictions will not reproduce even the training "
-                "conditions. Use the default configuration (score_head='gaussian'), more "
-                "score_steps, or a wider score network.",
-                UserWarning,
+                f"per-gene Gaussian fit (below {MIN_SCORE_CLOSED}), so predictions will not "
+                "reproduce even the training conditions."
+            )
+            warnings.warn(
+                LcdiffWarning(
+                    f"{what} Use the default configuration (preset 'auto'), more score_steps, "
+                    "or a wider score network.",
+                    cli=f"{what} Use --preset auto, --set score_steps=N with a larger N, or "
+                    "--set score_hidden=N.",
+                ),
                 stacklevel=3,
             )
         sampler = self.diagnostics.get("sampler", {})
         if sampler and not sampler["ok"]:
-            warnings.warn(
+            what = (
                 "LCD does not reproduce its own training conditions: sampled means are "
                 f"{sampler['median_mean_error']:.2f} sd from the training states and spreads "
-                f"{sampler['median_sd_ratio']:.2f}x theirs (medians over checked conditions). "
-                "Predictions of new conditions will be off too; try the default configuration "
-                "(preset 'auto'), more score_steps or more anneal_steps.",
-                UserWarning,
+                f"{sampler['median_sd_ratio']:.2f}x theirs (medians over checked conditions), "
+                "so predictions of new conditions will be off too."
+            )
+            warnings.warn(
+                LcdiffWarning(
+                    f"{what} Try the default configuration (preset 'auto'), more score_steps or "
+                    "more anneal_steps.",
+                    cli=f"{what} Try --preset auto, --set score_steps=N with a larger N, or "
+                    "--set anneal_steps=N.",
+                ),
                 stacklevel=3,
             )
         noise = self.diagnostics.get("noise", {})
         if noise and not noise["ok"]:
-            warnings.warn(
+            what = (
                 "LCD stage A (noise model) does not reproduce the training conditions: decoded "
                 f"means are {noise['median_mean_rmse_ratio']:.1f}x the sampling floor away from "
-                "the observed ones (median over conditions). Try more noise_steps or "
-                "noise_model='zinb'.",
-                UserWarning,
+                "the observed ones (median over conditions)."
+            )
+            warnings.warn(
+                LcdiffWarning(
+                    f"{what} Try more noise_steps or noise_model='zinb'.",
+                    cli=f"{what} Try --set noise_steps=N with a larger N or --set "
+                    "noise_model=zinb.",
+                ),
                 stacklevel=3,
             )
 
