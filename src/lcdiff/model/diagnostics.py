@@ -166,7 +166,9 @@ MAX_SAMPLER_MEAN_ERROR = 1.0
 MAX_SAMPLER_SD_RATIO = 1.5
 
 
-def sampler_check(sample, source, standardizer, labels: list[str], n_cells: int = 200) -> dict:
+def sampler_check(
+    sample, source, standardizer, labels: list[str], n_cells: int = 200, floor=None
+) -> dict:
     """Sampled training conditions against their own states, in the standardized space.
 
     Parameters
@@ -182,6 +184,9 @@ def sampler_check(sample, source, standardizer, labels: list[str], n_cells: int 
         Training labels in the order of ``source``.
     n_cells
         Chains per checked condition.
+    floor
+        Optional ``[d]`` state floor (unstandardized; the ``state_floor`` option): samples are
+        clipped at it like the training states, since states below it decode alike.
 
     Returns
     -------
@@ -192,6 +197,8 @@ def sampler_check(sample, source, standardizer, labels: list[str], n_cells: int 
     m = len(labels)
     chosen = np.unique(np.linspace(0, m - 1, min(m, 6)).round().astype(int))
     sampled = sample([labels[e] for e in chosen], n_cells)
+    if floor is not None:
+        sampled = np.maximum(sampled, standardizer.transform(floor))
     rows = []
     for i, e in enumerate(chosen):
         z = standardizer.transform(source.condition(int(e)))

@@ -435,7 +435,10 @@ class LCD:
         def sample(labels, n_cells):
             return self._langevin(labels, self._target_masks(labels), n_cells, self.seed)
 
-        out["sampler"] = sampler_check(sample, source, self._standardizer, self.train_labels)
+        floor = getattr(source, "floor", None)
+        out["sampler"] = sampler_check(
+            sample, source, self._standardizer, self.train_labels, floor=floor
+        )
         return out
 
     def _warn_failed_stages(self) -> None:
