@@ -110,7 +110,7 @@ def run_screen(name, screen, splits, methods, args, folds) -> dict:
         row["scored"] = f"{n_scored}/{n_total}"
         reasons = sub.loc[sub["value"].isna(), "reason"].dropna().unique().tolist()
         # one line per kind of reason: the gene lists differ between conditions
-        kinds = sorted({re.sub(r"\[[^\]]*\] ", "", r) for r in reasons})
+        kinds = sorted({re.sub(r"\[[^\]]*\] ", "the gene(s) ", r) for r in reasons})
         row["reason"] = "; ".join(kinds)[:400]
         row["fit_s"] = float(timings.loc[method, "fit_s"]) if method in timings.index else None
         row["predict_s"] = (
@@ -271,8 +271,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-cells", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gears-epochs", type=int, default=2)
-    parser.add_argument("--cpa-max-epochs", type=int, default=15)
-    parser.add_argument("--cpa-hidden", type=int, default=512)
+    parser.add_argument("--cpa-max-epochs", type=int, default=3)
+    parser.add_argument("--cpa-hidden", type=int, default=256)
     parser.add_argument("--peer-timeout", type=float, default=3600)
     parser.add_argument("--papalexi-cells", type=int, default=300)
     parser.add_argument("--papalexi-methods", default=None)

@@ -137,10 +137,9 @@ def test_label_conversion_round_trips(label, control, gears, cpa):
     canon = lc.data.labels.canonical_label(label, control)
     assert adapters.from_peer_label(gears, control) == canon
     assert adapters.from_peer_label(cpa, control) == canon
-    assert adapters.from_peer_label("ctrl+" + canon.split("+")[0], control) in (
-        canon.split("+")[0],
-        control,
-    )
+    if canon != control:  # GEARS also writes a single as "ctrl+A"
+        first = canon.split("+")[0]
+        assert adapters.from_peer_label(f"ctrl+{first}", control) == first
 
 
 # --- environments -----------------------------------------------------------------------------
