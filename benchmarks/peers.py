@@ -222,8 +222,8 @@ def write_report(args, argv, blocks) -> dict:
     """Write peers.{md,json} with the screens measured so far."""
     settings = peer_settings(args)
     report = {
-        "command": "python benchmarks/peers.py " + shlex.join(sys.argv[1:] if argv is None
-                                                             else argv),
+        "command": "python benchmarks/peers.py "
+        + shlex.join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d"),
         "lcdiff": lc.__version__,
         "python": platform.python_version(),

@@ -46,12 +46,19 @@ def run(workdir, request):
     if mode == "wrong_genes":
         genes = genes[::-1]
     pred = anndata.AnnData(
-        X=x, obs=pd.DataFrame({"query": labels}, index=[f"p{i}" for i in range(len(labels))]),
+        X=x,
+        obs=pd.DataFrame({"query": labels}, index=[f"p{i}" for i in range(len(labels))]),
         var=pd.DataFrame(index=genes),
     )
     _runner_common.write_h5ad_atomic(pred, os.path.join(workdir, request["output"]))
-    out = {"version": "0", "scale": scale, "settings": request["settings"], "fit_s": 0.01,
-           "predict_s": 0.01, "notes": ["contract test runner"]}
+    out = {
+        "version": "0",
+        "scale": scale,
+        "settings": request["settings"],
+        "fit_s": 0.01,
+        "predict_s": 0.01,
+        "notes": ["contract test runner"],
+    }
     if mode == "old_contract":
         with open(os.path.join(workdir, "result.json"), "w") as handle:
             json.dump({**out, "contract": 0, "status": "ok", "peer": "test"}, handle)

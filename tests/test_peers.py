@@ -84,8 +84,12 @@ def test_gene2go_and_edges_follow_gears_definition(tmp_path):
     terms = read_gmt(gmt)
     assert terms["GO:1"] == {"A", "B", "C"}
     g2go = gene2go(terms, ["A", "B", "C", "D", "Q"])
-    assert g2go == {"A": {"GO:1", "GO:2"}, "B": {"GO:1", "GO:2"}, "C": {"GO:1", "GO:3"},
-                    "D": {"GO:4"}}
+    assert g2go == {
+        "A": {"GO:1", "GO:2"},
+        "B": {"GO:1", "GO:2"},
+        "C": {"GO:1", "GO:3"},
+        "D": {"GO:4"},
+    }
     assert "Q" not in g2go  # no term: left out, as GEARS' perturbation graph would
     edges = go_edges(g2go)
     pairs = {(s, t): w for s, t, w in edges.itertuples(index=False)}
@@ -271,8 +275,14 @@ def test_cpa_training_layout_and_cannot_predict(peer_envs):
     split = lc.pp.split(screen, scheme="custom", test=["JAK2+STAT1", "STAT2"])
     method = lc.baselines.get("cpa", seed=3).fit(screen, split)
     ad = method.train_adata
-    assert set(ad.obs["condition"]) == {"ctrl", "STAT1", "JAK2", "IFNGR2", "IFNGR2+JAK2",
-                                         "IFNGR2+STAT2"}
+    assert set(ad.obs["condition"]) == {
+        "ctrl",
+        "STAT1",
+        "JAK2",
+        "IFNGR2",
+        "IFNGR2+JAK2",
+        "IFNGR2+STAT2",
+    }
     # raw counts, not the log scale
     train_counts = screen.layers["counts"][
         screen.obs["perturbation"].astype(str).isin(list(split.train)).to_numpy()
@@ -294,8 +304,11 @@ def _job(tmp_path, mode="ok", scale="counts"):
     work.mkdir()
     genes = ["A", "B", "C"]
     x = sp.csr_matrix(np.arange(12, dtype=np.float32).reshape(4, 3) + 1)
-    adata = AnnData(X=x, obs=pd.DataFrame({"condition": ["ctrl", "ctrl", "A", "A"]},
-                                          index=list("wxyz")), var=pd.DataFrame(index=genes))
+    adata = AnnData(
+        X=x,
+        obs=pd.DataFrame({"condition": ["ctrl", "ctrl", "A", "A"]}, index=list("wxyz")),
+        var=pd.DataFrame(index=genes),
+    )
     contract.write_job(work, "test", adata, ["A", "A+B"], 7, 0, {"mode": mode, "scale": scale})
     return work, genes
 
@@ -366,15 +379,16 @@ def test_benchmark_gives_failing_peer_a_row(tmp_path, monkeypatch):
     split = lc.pp.split(screen, scheme="custom", test=["JAK2+STAT1"])
     with pytest.warns(BenchmarkFailureWarning):
         result = lc.eval.benchmark(
-            screen, methods=["additive", "gears", "cpa"], splits=[split], progress=False,
+            screen,
+            methods=["additive", "gears", "cpa"],
+            splits=[split],
+            progress=False,
             n_cells=50,
         )
     assert set(result.failures["method"]) == {"gears", "cpa"}
     assert result.failures["error"].str.contains("lcdiff peers install").all()
     table = result.table()
-    assert {"additive", "gears", "cpa"} <= set(map(str, table.index)) | set(
-        table.get("method", [])
-    )
+    assert {"additive", "gears", "cpa"} <= set(map(str, table.index)) | set(table.get("method", []))
     gears_rows = result.long[result.long["method"] == "gears"]
     assert gears_rows["value"].isna().all()
     assert gears_rows["reason"].str.contains("fit failed").all()
@@ -395,14 +409,29 @@ def _sergio_small(shared_data, per_condition=80):
 
     raw = anndata.read_h5ad(shared_data / "sergio-screen-s7" / "sergio_screen.h5ad")
     labels = raw.obs["perturbation"].astype(str)
-    keep_labels = ["ctrl", "FOXO1", "POU3F1", "MEF2A", "MEF2D", "TAF7", "CBFA2T2",
-                   "FOXO1+POU3F1", "CBFA2T2+TAF7"]
+    keep_labels = [
+        "ctrl",
+        "FOXO1",
+        "POU3F1",
+        "MEF2A",
+        "MEF2D",
+        "TAF7",
+        "CBFA2T2",
+        "FOXO1+POU3F1",
+        "CBFA2T2+TAF7",
+    ]
     rng = np.random.default_rng(0)
-    rows = np.concatenate([
-        rng.choice(np.flatnonzero(labels == lab), per_condition * (2 if lab == "ctrl" else 1),
-                   replace=False)
-        for lab in keep_labels if (labels == lab).any()
-    ])
+    rows = np.concatenate(
+        [
+            rng.choice(
+                np.flatnonzero(labels == lab),
+                per_condition * (2 if lab == "ctrl" else 1),
+                replace=False,
+            )
+            for lab in keep_labels
+            if (labels == lab).any()
+        ]
+    )
     screen = lc.pp.prepare(raw[np.sort(rows)].copy(), n_genes=None, min_cells_per_perturbation=50)
     present = set(screen.obs["perturbation"].astype(str))
     test = [lab for lab in ["FOXO1+POU3F1", "CBFA2T2+TAF7"] if lab in present]
@@ -439,9 +468,16 @@ def test_cpa_end_to_end(shared_data):
     _need("cpa")
     screen, split = _sergio_small(shared_data)
     method = lc.baselines.get(
-        "cpa", max_epochs=3, n_hidden=128, n_latent=32, n_epochs_adv_warmup=1,
-        n_epochs_pretrain_ae=1, n_epochs_mixup_warmup=1, check_val_every_n_epoch=1,
-        threads=2, timeout=1800,
+        "cpa",
+        max_epochs=3,
+        n_hidden=128,
+        n_latent=32,
+        n_epochs_adv_warmup=1,
+        n_epochs_pretrain_ae=1,
+        n_epochs_mixup_warmup=1,
+        check_val_every_n_epoch=1,
+        threads=2,
+        timeout=1800,
     )
     pred = method.fit(screen, split).predict(list(split.test), n_cells=30, seed=0)
     x = _check_prediction(pred, screen, split.test, 30)

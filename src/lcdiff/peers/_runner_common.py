@@ -58,8 +58,12 @@ def main(run, peer: str) -> int:
         started = time.perf_counter()
         result = run(workdir, request)
         result.update(
-            {"contract": CONTRACT_VERSION, "status": "ok", "peer": peer,
-             "runner_s": time.perf_counter() - started}
+            {
+                "contract": CONTRACT_VERSION,
+                "status": "ok",
+                "peer": peer,
+                "runner_s": time.perf_counter() - started,
+            }
         )
         write_json_atomic(result_path, result)
         return 0

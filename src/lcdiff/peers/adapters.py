@@ -367,9 +367,7 @@ class GearsAdapter(PeerMethod):
         sub = sub[keep]
         x = sub.X
         x = sp.csr_matrix(x.astype(np.float32)) if not sp.issparse(x) else x.astype(np.float32)
-        conds = np.array(
-            [to_peer_label(lab, control, True) for lab in labels[keep]], dtype=object
-        )
+        conds = np.array([to_peer_label(lab, control, True) for lab in labels[keep]], dtype=object)
         obs = _obs_frame(conds, cell_type="cell")
         var = pd.DataFrame({"gene_name": self.genes}, index=self.genes)
         return AnnData(X=sp.csr_matrix(x), obs=obs, var=var)

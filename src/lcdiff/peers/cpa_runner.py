@@ -156,9 +156,15 @@ def run(workdir: str, request: dict) -> dict:
     return {
         "version": version("cpa-tools"),
         "scale": "counts",
-        "settings": {**settings, "device": "cpu", "recon_loss": "nb", "doser_type": "linear",
-                     "variational": False, "torch_threads": torch.get_num_threads(),
-                     "epochs_run": epochs_run},
+        "settings": {
+            **settings,
+            "device": "cpu",
+            "recon_loss": "nb",
+            "doser_type": "linear",
+            "variational": False,
+            "torch_threads": torch.get_num_threads(),
+            "epochs_run": epochs_run,
+        },
         "fit_s": fit_s,
         "predict_s": predict_s,
         "notes": [

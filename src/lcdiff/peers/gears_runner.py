@@ -136,8 +136,12 @@ def run(workdir: str, request: dict) -> dict:
     return {
         "version": version("cell-gears"),
         "scale": "log1p_cp10k",
-        "settings": {**settings, "device": "cpu", "split": "no_test",
-                     "torch_threads": torch.get_num_threads()},
+        "settings": {
+            **settings,
+            "device": "cpu",
+            "split": "no_test",
+            "torch_threads": torch.get_num_threads(),
+        },
         "fit_s": fit_s,
         "predict_s": predict_s,
         "notes": [
