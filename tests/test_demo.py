@@ -23,6 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECTIONS = [
     "What was run",
     "How well does LCD predict unseen combinations?",
+    "Did training work?",
     "Predicted and observed cells",
     "Causal effects (CLIPR)",
     "Files",
@@ -117,6 +118,9 @@ def test_demo_report_has_sections_tables_and_images(demo):
     assert len(images) >= 4
     assert all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
     assert "<th>LCD preset</th><td>tiny</td>" in html
+    # the post-training checks of both stages and the sampler, per level and per condition
+    assert "Stage A (noise model)" in html and "Stage B (score model)" in html
+    assert "Sampler:" in html and "gap closed" in html and "mean_rmse_ratio" in html
     assert "the screen passed to lc.demo.run" in html  # not the toy screen: says so
     assert re.search(r"On mmd_20, LCD ranks \d of 3 methods", html)
     assert not re.search(r"(src|href)=['\"]https?:", html)
