@@ -75,6 +75,20 @@ def _log_library_sd(counts: np.ndarray) -> float:
     return float(np.std(np.log(total[total > 0])))
 
 
+def _checks(model) -> dict:
+    """The headline numbers of the model's post-training checks."""
+    d = model.diagnostics
+    return {
+        "score_closed_small_sigma": d["score"]["closed_small_sigma"],
+        "noise_median_mean_rmse_ratio": d["noise"]["median_mean_rmse_ratio"],
+        **(
+            {k: d["sampler"][k] for k in ("median_mean_error", "median_sd_ratio")}
+            if "sampler" in d
+            else {}
+        ),
+    }
+
+
 def _fit(train, preset: str, seed: int, progress: bool):
     kwargs = {} if preset == "auto" else {"preset": preset}
     start = time.perf_counter()
@@ -163,10 +177,7 @@ def run_sergio(args) -> dict:
         "fit_s": fit_s,
         "predict_s": predict_s,
         "config": model.config.to_dict(),
-        "diagnostics": {
-            "score_closed_small_sigma": model.diagnostics["score"]["closed_small_sigma"],
-            "noise_median_mean_rmse_ratio": model.diagnostics["noise"]["median_mean_rmse_ratio"],
-        },
+        "diagnostics": _checks(model),
         "summary": summary,
         "heldout": rows_test,
         "train": rows_train,
@@ -229,10 +240,7 @@ def run_papalexi(args) -> dict:
         "fit_s": fit_s,
         "predict_s": predict_s,
         "config": model.config.to_dict(),
-        "diagnostics": {
-            "score_closed_small_sigma": model.diagnostics["score"]["closed_small_sigma"],
-            "noise_median_mean_rmse_ratio": model.diagnostics["noise"]["median_mean_rmse_ratio"],
-        },
+        "diagnostics": _checks(model),
         "summary": {
             "worse_than_control_beyond_2se": [
                 r["condition"] for r in rows if r["worse_beyond_2se"]
