@@ -304,6 +304,49 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
+def failures(diagnostics: dict) -> list[tuple[str, str, str]]:
+    """The failed checks as (what happened, the fix in Python terms, the fix in CLI terms)."""
+    out = []
+    score = diagnostics.get("score")
+    if score and not score["ok"]:
+        out.append(
+            (
+                "LCD stage B has not learned the score: training closed only "
+                f"{score['closed_small_sigma']:.2f} of the gap between a skip-only network and a "
+                f"per-gene Gaussian fit (below {MIN_SCORE_CLOSED}), so predictions will not "
+                "reproduce even the training conditions.",
+                "Use the default configuration (preset 'auto'), more score_steps, or a wider "
+                "score network.",
+                "Use --preset auto, --set score_steps=N with a larger N, or --set score_hidden=N.",
+            )
+        )
+    sampler = diagnostics.get("sampler")
+    if sampler and not sampler["ok"]:
+        out.append(
+            (
+                "LCD does not reproduce its own training conditions: sampled means are "
+                f"{sampler['median_mean_error']:.2f} sd from the training states and spreads "
+                f"{sampler['median_sd_ratio']:.2f}x theirs (medians over checked conditions), "
+                "so predictions of new conditions will be off too.",
+                "Try the default configuration (preset 'auto'), more score_steps or more "
+                "anneal_steps.",
+                "Try --preset auto, --set score_steps=N with a larger N, or --set anneal_steps=N.",
+            )
+        )
+    noise = diagnostics.get("noise")
+    if noise and not noise["ok"]:
+        out.append(
+            (
+                "LCD stage A (noise model) does not reproduce the training conditions: decoded "
+                f"means are {noise['median_mean_rmse_ratio']:.1f}x the sampling floor away "
+                "from the observed ones (median over conditions).",
+                "Try more noise_steps or noise_model='zinb'.",
+                "Try --set noise_steps=N with a larger N or --set noise_model=zinb.",
+            )
+        )
+    return out
+
+
 def summary_lines(diagnostics: dict) -> list[str]:
     """Readable lines for the end of ``fit``, the CLI and the report."""
     lines = []

@@ -54,7 +54,7 @@ from lcdiff.errors import (
 from lcdiff.model import io as model_io
 from lcdiff.model.config import AUTO_PRESET, NOISE_FIELDS, LCDConfig, make_config
 from lcdiff.model.diagnostics import (
-    MIN_SCORE_CLOSED,
+    failures,
     noise_check,
     sampler_check,
     score_check,
@@ -442,55 +442,8 @@ class LCD:
         return out
 
     def _warn_failed_stages(self) -> None:
-        score = self.diagnostics.get("score", {})
-        if score and not score["ok"]:
-            what = (
-                "LCD stage B has not learned the score: training closed only "
-                f"{score['closed_small_sigma']:.2f} of the gap between a skip-only network and a "
-                f"per-gene Gaussian fit (below {MIN_SCORE_CLOSED}), so predictions will not "
-                "reproduce even the training conditions."
-            )
-            warnings.warn(
-                LcdiffWarning(
-                    f"{what} Use the default configuration (preset 'auto'), more score_steps, "
-                    "or a wider score network.",
-                    cli=f"{what} Use --preset auto, --set score_steps=N with a larger N, or "
-                    "--set score_hidden=N.",
-                ),
-                stacklevel=3,
-            )
-        sampler = self.diagnostics.get("sampler", {})
-        if sampler and not sampler["ok"]:
-            what = (
-                "LCD does not reproduce its own training conditions: sampled means are "
-                f"{sampler['median_mean_error']:.2f} sd from the training states and spreads "
-                f"{sampler['median_sd_ratio']:.2f}x theirs (medians over checked conditions), "
-                "so predictions of new conditions will be off too."
-            )
-            warnings.warn(
-                LcdiffWarning(
-                    f"{what} Try the default configuration (preset 'auto'), more score_steps or "
-                    "more anneal_steps.",
-                    cli=f"{what} Try --preset auto, --set score_steps=N with a larger N, or "
-                    "--set anneal_steps=N.",
-                ),
-                stacklevel=3,
-            )
-        noise = self.diagnostics.get("noise", {})
-        if noise and not noise["ok"]:
-            what = (
-                "LCD stage A (noise model) does not reproduce the training conditions: decoded "
-                f"means are {noise['median_mean_rmse_ratio']:.1f}x the sampling floor away from "
-                "the observed ones (median over conditions)."
-            )
-            warnings.warn(
-                LcdiffWarning(
-                    f"{what} Try more noise_steps or noise_model='zinb'.",
-                    cli=f"{what} Try --set noise_steps=N with a larger N or --set "
-                    "noise_model=zinb.",
-                ),
-                stacklevel=3,
-            )
+        for what, api_fix, cli_fix in failures(self.diagnostics):
+            warnings.warn(LcdiffWarning(f"{what} {api_fix}", cli=f"{what} {cli_fix}"), stacklevel=3)
 
     def _load_checkpoint(
         self, path: Path, stage: str, template: dict, fingerprint: dict, key: jax.Array
